@@ -1,0 +1,31 @@
+# kiroku: two commands matter. `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kiroku-installed
+
+.PHONY: run test install services-up services-down clean-state bench score
+
+$(STAMP): pyproject.toml deploy/bootstrap.sh
+	bash deploy/bootstrap.sh $(VENV)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/kiroku run
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+services-up: $(STAMP)
+	$(VENV)/bin/kiroku services up
+
+services-down: $(STAMP)
+	$(VENV)/bin/kiroku services down
+
+score: $(STAMP)
+	$(PY) ../shared/eval/score.py --corpus ../shared/samples --cmd '$(VENV)/bin/kiroku process {inputs} --out {out}'
+
+bench: $(STAMP)
+	$(PY) bench/throughput.py

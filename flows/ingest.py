@@ -1,0 +1,222 @@
+"""Ingesting scans: one flow run per document, a task per stage.
+
+The flow reads like the process a records officer would describe: load the scan,
+read its pages, extract what it is, write the PDF/A, store it locked, catalog it,
+and only then take it out of the inbox. The work itself lives in processors/.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from kiroku import wiring
+from kiroku.config import Settings, load_settings
+from processors import document, inbox
+from processors.pages import LoadedDocument, PreparedPage, SourcePage
+from schemas.record import Page, Record
+
+# One OCR page per core across every document in this process: tesseract is
+# single-threaded here (OMP_THREAD_LIMIT=1), so more would only make pages wait.
+OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+def _document_run_name() -> str:
+    params = flow_run.parameters
+    name = Path(params["path"]).name
+    department = params.get("department")
+    return f"{department}/{name}" if department else name
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@task(name="load scan", cache_policy=NO_CACHE)
+def load_scan(path: Path, settings: Settings) -> LoadedDocument:
+    from processors.images import load_document
+
+    return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
+
+
+@task(name="find earlier copy", cache_policy=NO_CACHE)
+def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
+    return wiring.catalog(settings).find_by_sha256(sha256)
+
+
+@task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
+def read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
+    with OCR_SLOTS:
+        return document.prepare_and_read(source, engine)
+
+
+@task(name="extract metadata", cache_policy=NO_CACHE)
+def extract_metadata(record: Record) -> Record:
+    return document.extract_metadata(record)
+
+
+@task(name="write PDF/A", cache_policy=NO_CACHE)
+def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path) -> str:
+    return document.write_archive_pdf(record, pages, pdf_path)
+
+
+def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry storage only for faults that can go away (network, 5xx, throttling)."""
+    from processors.storage import TransientStorageError
+
+    try:
+        state.result()
+    except TransientStorageError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(name="store in archive", cache_policy=NO_CACHE, retries=4,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_transient)
+def store_archive(record: Record, pdf_path: Path, original: Path, settings: Settings) -> Record:
+    from processors.archiving import store_record
+
+    return store_record(wiring.archive_store(settings), record, pdf_path, original)
+
+
+@task(name="catalog record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def catalog_record(record: Record, settings: Settings) -> None:
+    wiring.catalog(settings).add(record)
+
+
+@task(name="move to done", cache_policy=NO_CACHE)
+def move_to_done(path: Path, department: str | None, settings: Settings) -> Path:
+    return inbox.move_to(path, settings.done_dir, department)
+
+
+@task(name="quarantine scan", cache_policy=NO_CACHE)
+def quarantine_scan(path: Path, department: str | None, reason: str, settings: Settings) -> Path:
+    return inbox.quarantine(path, settings.quarantine_dir, department, reason)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+@flow(name="ingest-document", flow_run_name=_document_run_name, log_prints=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 1)))
+def ingest_document(path: str, department: str | None = None, move_source: bool = True) -> dict:
+    """Archive one scan: read it, store it locked, catalog it; only then let it leave the inbox.
+
+    A scan that cannot be archived goes to quarantine with a reason file, and the
+    run fails with that reason so the operator sees it in the Prefect UI.
+    """
+    settings = load_settings()
+    logger = get_run_logger()
+    source = Path(path)
+    try:
+        loaded = load_scan(source, settings)
+        earlier = find_earlier_copy(loaded.sha256, settings)
+        if earlier is not None:
+            logger.info("%s is already archived as %s (same SHA-256); not archiving it twice",
+                        source.name, earlier.id)
+            if move_source:
+                move_to_done(source, department, settings)
+            return {"id": earlier.id, "duplicate": True, "key": earlier.archive.key if earlier.archive else None}
+
+        record = document.start_record(loaded, department=department, filename=source.name)
+        futures = read_page.map(loaded.pages, engine=settings.ocr_engine)
+        pages = futures.result()
+        record = document.with_pages(record, [page for _, page in pages])
+        record = extract_metadata(record)
+        work = settings.home / "work" / record.id
+        work.mkdir(parents=True, exist_ok=True)
+        pdf_path = work / "document.pdf"
+        write_pdfa(record, pages, pdf_path)
+        record = store_archive(record, pdf_path, source, settings)
+        catalog_record(record, settings)
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        logger.error("could not archive %s: %s", source.name, reason)
+        if move_source and source.exists():
+            dest = quarantine_scan(source, department, reason, settings)
+            logger.error("moved to quarantine: %s", dest)
+        create_markdown_artifact(
+            key="kiroku-failed", description=f"Not archived: {source.name}",
+            markdown=f"## Not archived: {source.name}\n\n**Reason:** {reason}\n\n"
+                     f"The scan was moved to quarantine with `{source.name}.error.txt`.",
+        )
+        raise
+    if move_source:
+        move_to_done(source, department, settings)
+    _clean_work(pdf_path)
+    create_markdown_artifact(key="kiroku-record", markdown=record_markdown(record),
+                             description=f"Archived {source.name} as {record.id}")
+    logger.info("archived %s as %s at s3://%s/%s", source.name, record.id,
+                record.archive.bucket, record.archive.key)
+    return {"id": record.id, "duplicate": False, "key": record.archive.key}
+
+
+def _clean_work(pdf_path: Path) -> None:
+    pdf_path.unlink(missing_ok=True)
+    try:
+        pdf_path.parent.rmdir()
+    except OSError:
+        pass
+
+
+def ingest_many(paths: list[Path], department: str | None, *, move_source: bool = True,
+                workers: int | None = None, on_done: Callable[[Path, dict | BaseException], None] | None = None) -> list:
+    """Run one ingest-document flow per scan, a few at once; pages share the OCR slots."""
+    workers = workers or max(1, os.cpu_count() or 1)
+    results: list = []
+
+    def one(p: Path):
+        try:
+            result = ingest_document(str(p), department, move_source)
+        except BaseException as exc:  # noqa: BLE001 - reported per file, the batch goes on
+            result = exc
+        if on_done:
+            on_done(p, result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        results = list(pool.map(one, paths))
+    return results
+
+
+@flow(name="ingest-batch", log_prints=False)
+def ingest_batch(paths: list[str], department: str | None = None, move_source: bool = True) -> dict:
+    """Archive many scans, each as its own ingest-document run; OCR is limited to one page per core."""
+    results = ingest_many([Path(p) for p in paths], department, move_source=move_source)
+    failed = [str(p) for p, r in zip(paths, results) if isinstance(r, BaseException)]
+    get_run_logger().info("archived %d of %d scans", len(paths) - len(failed), len(paths))
+    return {"archived": len(paths) - len(failed), "failed": failed}
+
+
+def record_markdown(record: Record) -> str:
+    """What an operator sees on a completed run: what the document is and where it lies."""
+    md, ret, arc = record.metadata, record.retention, record.archive
+    rows = [
+        ("記録ID", record.id),
+        ("ファイル", record.source.filename),
+        ("部署", record.source.department or "-"),
+        ("文書種別", md.document_type or "-"),
+        ("件名", md.title or "-"),
+        ("文書番号", md.document_number or "-"),
+        ("日付", md.document_date_text or (md.document_date.isoformat() if md.document_date else "-")),
+        ("発信者", md.issuer or "-"),
+        ("宛先", md.addressee or "-"),
+        ("保存期間", f"{ret.period} ({ret.disposition})" if ret else "-"),
+        ("満了日", str(ret.expiry_date) if ret and ret.expiry_date else "-"),
+        ("格納先", f"s3://{arc.bucket}/{arc.key}" if arc else "-"),
+        ("SHA-256", arc.sha256 if arc else "-"),
+    ]
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"## {md.title or record.source.filename}\n\n| 項目 | 値 |\n|---|---|\n{body}\n"

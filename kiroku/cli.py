@@ -1,0 +1,343 @@
+"""The `kiroku` command: process, ingest, watch, search, show, get, services, run, extract, retention, register.
+
+Prefect is imported only inside the commands that need it, after `prepare_prefect`
+has pointed it at var/prefect and the right server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kiroku.config import Settings, load_settings
+
+app = typer.Typer(help="kiroku (記録): scanned Japanese records in, searchable locked PDF/A archive out.",
+                  no_args_is_help=True, add_completion=False)
+services_app = typer.Typer(help="The embedded S3 (SeaweedFS) and Prefect server under ./var.", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention (保存期間) of archived records.", no_args_is_help=True)
+register_app = typer.Typer(help="The 行政文書ファイル管理簿 (register of administrative document files).",
+                           no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(retention_app, name="retention")
+app.add_typer(register_app, name="register")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _prefect(settings: Settings, *, require_server: bool = False) -> str | None:
+    from kiroku.runtime import prepare_prefect
+
+    return prepare_prefect(settings, require_server=require_server)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@app.command()
+def process(
+    inputs: Annotated[list[Path], typer.Argument(help="scans: PNG, JPEG, TIFF or PDF", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for <stem>.pdf and <stem>.json")],
+    engine: Annotated[Optional[str], typer.Option(help="OCR engine: tesseract, rapidocr or auto")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="pages read at once (default: one per core)")] = None,
+) -> None:
+    """Read scans into searchable PDF/A files and record JSON, without storing them."""
+    from kiroku.process import process_files
+
+    settings = _settings()
+    failed = 0
+    with _progress() as bar:
+        job = bar.add_task("reading", total=len(inputs))
+
+        def done(outcome) -> None:
+            nonlocal failed
+            bar.advance(job)
+            if outcome.error:
+                failed += 1
+                err.print(f"[red]✗ {outcome.input.name}: {outcome.error}")
+
+        process_files(list(inputs), out, settings, engine=engine, workers=workers, on_done=done)
+    err.print(f"{len(inputs) - failed} of {len(inputs)} read into {out}")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def extract(
+    textfiles: Annotated[list[Path], typer.Argument(help="plain UTF-8 text; pages separated by form feeds",
+                                                    exists=True, dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Metadata, personal data, classification and retention from text, without OCR."""
+    from processors.metadata import extract_from_text
+
+    results = []
+    for path in textfiles:
+        result = extract_from_text(path.read_text(encoding="utf-8"))
+        results.append({
+            "file": str(path),
+            "metadata": result.metadata.model_dump(mode="json"),
+            "pii": [p.model_dump(mode="json") for p in result.pii],
+            "classification": result.classification,
+            "retention": result.retention.model_dump(mode="json") if result.retention else None,
+        })
+    if as_json:
+        print(json.dumps(results if len(results) > 1 else results[0], ensure_ascii=False, indent=1))
+        return
+    for r in results:
+        table = Table(title=r["file"], show_header=False)
+        for key, value in r["metadata"].items():
+            if key != "evidence":
+                table.add_row(key, "" if value is None else str(value))
+        table.add_row("classification", r["classification"] or "")
+        if r["retention"]:
+            ret = r["retention"]
+            table.add_row("retention", f"{ret['period']} {ret['disposition']} "
+                                       f"{ret['start_date'] or ''} → {ret['expiry_date'] or ''} ({ret['rule']})")
+        for p in r["pii"]:
+            table.add_row(f"pii:{p['type']}", p["value"])
+        console.print(table)
+
+
+# --------------------------------------------------------------------------- archiving
+
+
+@app.command()
+def ingest(
+    inputs: Annotated[list[Path], typer.Argument(help="scans to archive", exists=True, dir_okay=False)],
+    department: Annotated[Optional[str], typer.Option("--department", "-d", help="e.g. 総務課")] = None,
+    move: Annotated[bool, typer.Option(help="move each scan to var/done (or var/quarantine) afterwards")] = False,
+) -> None:
+    """Process, store and catalog scans: one Prefect flow run per document."""
+    settings = _settings()
+    _prefect(settings)
+    from flows.ingest import ingest_many
+
+    failed = 0
+    with _progress() as bar:
+        job = bar.add_task("archiving", total=len(inputs))
+
+        def done(path: Path, result) -> None:
+            nonlocal failed
+            bar.advance(job)
+            if isinstance(result, BaseException):
+                failed += 1
+                err.print(f"[red]✗ {path.name}: {result}")
+            else:
+                note = " (already archived)" if result.get("duplicate") else ""
+                err.print(f"[green]✓ {path.name} → {result['id']}{note}")
+
+        ingest_many([p.resolve() for p in inputs], department, move_source=move, on_done=done)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def watch(
+    inbox: Annotated[Optional[Path], typer.Argument(help="the watch folder (default ./inbox)")] = None,
+    settle: Annotated[float, typer.Option(help="seconds a file must stay unchanged before it is read")] = 2.0,
+) -> None:
+    """Watch the inbox: every complete scan becomes an ingest-document flow run."""
+    settings = _settings()
+    if inbox is not None:
+        settings = load_settings(inbox=inbox)
+    api = _prefect(settings)
+    from flows.watch import watch_inbox
+
+    err.print(f"watching {settings.inbox} (sub-folders are departments); Ctrl-C stops")
+    watch_inbox(settings, settle_seconds=settle, use_deployment=api is not None)
+
+
+@app.command()
+def search(
+    text: Annotated[Optional[str], typer.Argument(help="words in the title or text (two characters are enough)")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", help="document type, e.g. 通知")] = None,
+    number: Annotated[Optional[str], typer.Option(help="文書番号")] = None,
+    issuer: Annotated[Optional[str], typer.Option(help="part of the issuer")] = None,
+    from_: Annotated[Optional[dt.datetime], typer.Option("--from", formats=["%Y-%m-%d"], help="dated on or after")] = None,
+    to: Annotated[Optional[dt.datetime], typer.Option("--to", formats=["%Y-%m-%d"], help="dated on or before")] = None,
+    fiscal_year: Annotated[Optional[int], typer.Option(help="年度, e.g. 2025 for 令和7年度")] = None,
+    department: Annotated[Optional[str], typer.Option(help="e.g. 総務課")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many results")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find archived records by metadata and full text."""
+    from kiroku import wiring
+
+    hits = wiring.catalog(_settings()).search(
+        text, document_type=type_, number=number, issuer=issuer,
+        date_from=from_.date() if from_ else None, date_to=to.date() if to else None,
+        fiscal_year=fiscal_year, department=department, limit=limit)
+    if as_json:
+        print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False, indent=1, default=str))
+        return
+    if not hits:
+        err.print("no records found")
+        raise typer.Exit(1)
+    table = Table("ID", "日付", "種別", "文書番号", "件名", "発信者", "部署", "抜粋")
+    for h in hits:
+        table.add_row(h.record_id, str(h.document_date or ""), h.document_type or "", h.document_number or "",
+                      h.title or "", h.issuer or "", h.department or "", h.snippet or "")
+    console.print(table)
+
+
+@app.command()
+def show(record_id: Annotated[str, typer.Argument(help="record id (from `kiroku search`)")],
+         as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Everything kiroku knows about one record."""
+    from kiroku import wiring
+
+    record = wiring.catalog(_settings()).get(record_id)
+    if record is None:
+        err.print(f"no record {record_id}")
+        raise typer.Exit(1)
+    if as_json:
+        print(record.model_dump_json(indent=1, exclude={"pages": {"__all__": {"lines"}}}))
+        return
+    md, ret, arc = record.metadata, record.retention, record.archive
+    table = Table(title=f"{record.id}  {md.title or record.source.filename}", show_header=False)
+    for key, value in md.model_dump(exclude={"evidence"}).items():
+        table.add_row(key, "" if value is None else str(value))
+    table.add_row("department", record.source.department or "")
+    table.add_row("source", f"{record.source.filename} ({record.source.bytes} bytes, sha256 {record.source.sha256[:16]}…)")
+    table.add_row("pages", str(len(record.pages)))
+    table.add_row("classification", record.classification or "")
+    if ret:
+        table.add_row("retention", f"{ret.period} → {ret.disposition}; 起算日 {ret.start_date or '-'}; "
+                                   f"満了日 {ret.expiry_date or '-'}{'; legal hold' if ret.legal_hold else ''}")
+    if arc:
+        table.add_row("archive", f"s3://{arc.bucket}/{arc.key} (version {arc.version_id}, PDF/A-{arc.pdfa})")
+    for p in record.pii:
+        table.add_row(f"pii:{p.type}", p.value)
+    console.print(table)
+
+
+@app.command()
+def get(record_id: Annotated[str, typer.Argument(help="record id")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="where to write the PDF/A")],
+        original: Annotated[bool, typer.Option(help="fetch the original scan instead of the PDF/A")] = False) -> None:
+    """Download a record's PDF/A (or original scan) from storage, verifying its SHA-256."""
+    from kiroku import wiring
+    from processors.archiving import fetch_verified
+
+    settings = _settings()
+    record = wiring.catalog(settings).get(record_id)
+    if record is None or record.archive is None:
+        err.print(f"no archived record {record_id}")
+        raise typer.Exit(1)
+    data = fetch_verified(wiring.archive_store(settings), record, original=original)
+    output.write_bytes(data)
+    err.print(f"wrote {output} ({len(data)} bytes, SHA-256 verified)")
+
+
+# --------------------------------------------------------------------------- retention and register
+
+
+@retention_app.command("due")
+def retention_due(on: Annotated[Optional[dt.datetime], typer.Option(formats=["%Y-%m-%d"],
+                                                                       help="date to check (default today)")] = None,
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Records whose retention has expired by a date, split into 移管 (transfer) and 廃棄 (destroy)."""
+    from kiroku import wiring
+
+    day = on.date() if on else dt.date.today()
+    records = wiring.catalog(_settings()).due_for_disposition(day)
+    groups: dict[str, list] = {"移管": [], "廃棄": []}
+    for r in records:
+        groups.setdefault(r.retention.disposition, []).append({
+            "id": r.id, "title": r.metadata.title, "document_type": r.metadata.document_type,
+            "expiry_date": str(r.retention.expiry_date) if r.retention.expiry_date else None,
+            "period": r.retention.period,
+            "location": f"s3://{r.archive.bucket}/{r.archive.key}" if r.archive else None})
+    if as_json:
+        print(json.dumps({"on": day.isoformat(), **groups}, ensure_ascii=False, indent=1))
+        return
+    for disposition, rows in groups.items():
+        table = Table("ID", "満了日", "保存期間", "種別", "件名", "保存場所", title=f"{disposition} ({len(rows)})")
+        for row in rows:
+            table.add_row(row["id"], row["expiry_date"] or "", row["period"], row["document_type"] or "",
+                          row["title"] or "", row["location"] or "")
+        console.print(table)
+
+
+@register_app.command("export")
+def register_export(output: Annotated[Path, typer.Option("-o", "--output", help="CSV file to write")],
+                    fiscal_year: Annotated[Optional[int], typer.Option(help="年度 to export (default all)")] = None) -> None:
+    """Write the 行政文書ファイル管理簿 as CSV (UTF-8 with BOM, so Excel opens it)."""
+    from kiroku import wiring
+    from processors.catalog import write_register_csv
+
+    rows = wiring.catalog(_settings()).register_rows(fiscal_year)
+    write_register_csv(rows, output)
+    err.print(f"wrote {len(rows)} rows to {output}")
+
+
+# --------------------------------------------------------------------------- services
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start the embedded S3 and Prefect server in the background; returns once they answer."""
+    from kiroku import services
+
+    settings = _settings()
+    for line in services.up(settings):
+        err.print(line)
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the embedded services (safe to repeat)."""
+    from kiroku import services
+
+    for line in services.down(_settings()):
+        err.print(line)
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Which embedded services are running, and where."""
+    from kiroku import services
+
+    running = True
+    for st in services.status(_settings()):
+        running &= st.running
+        err.print(str(st))
+    raise typer.Exit(0 if running else 3)
+
+
+@app.command()
+def worker() -> None:
+    """Serve the ingest flows so that runs triggered in the Prefect UI or by the watcher get picked up."""
+    settings = _settings()
+    _prefect(settings, require_server=True)
+    from flows.serve import serve_flows
+
+    serve_flows()
+
+
+@app.command()
+def run() -> None:
+    """Everything `make run` does: services, flow worker and the inbox watcher, until Ctrl-C."""
+    from kiroku.supervise import run_all
+
+    sys.exit(run_all(_settings(), echo=err.print))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,128 @@
+"""`kiroku process`: the reading pipeline without storage, pages in parallel on every core.
+
+This is the contract every evaluation uses (DIR/<stem>.pdf and DIR/<stem>.json per
+input), so it runs plain Python, without Prefect: a forkserver process pool reads
+pages, and each document is finished (metadata, retention, PDF/A) in the pool as
+soon as its last page is read, while the main process loads the next scans.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from kiroku.config import Settings
+from processors.document import finish_document, prepare_and_read, start_record
+from processors.pages import InputError, PreparedPage
+from schemas.record import Page, Record
+
+
+@dataclass
+class Outcome:
+    input: Path
+    record: Record | None = None
+    pdf: Path | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Pending:
+    input: Path
+    record: Record
+    page_futures: list[Future] = field(default_factory=list)
+
+
+def _worker_init() -> None:
+    """One page per core: keep every library single-threaded inside a worker (tesseract's
+    OpenMP doubles the wall time when it competes with the other core)."""
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - opencv is a dependency
+        pass
+
+
+def _finish(record: Record, pages: list[tuple[PreparedPage, Page]], out_dir: Path) -> tuple[Record, Path]:
+    pdf_path = out_dir / f"{Path(record.source.filename).stem}.pdf"
+    finished = finish_document(record, pages, pdf_path)
+    json_path = pdf_path.with_suffix(".json")
+    json_path.write_text(finished.model_dump_json(indent=1), encoding="utf-8")
+    return finished, pdf_path
+
+
+def _load(path: Path, settings: Settings):
+    from processors.images import load_document
+
+    return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
+
+
+def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engine: str | None = None,
+                  workers: int | None = None, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Read every input into out_dir; a bad input is reported in its Outcome, never stops the rest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine = engine or settings.ocr_engine
+    workers = workers or settings.ocr_concurrency or os.cpu_count() or 1
+    outcomes: dict[Path, Outcome] = {p: Outcome(input=p) for p in inputs}
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        pending: list[_Pending] = []
+        finishing: dict[Future, Path] = {}
+
+        def report(path: Path) -> None:
+            if on_done:
+                on_done(outcomes[path])
+
+        def drain(block: bool) -> None:
+            """Finish documents whose pages are all read; collect finished ones."""
+            futures = [f for p in pending for f in p.page_futures] + list(finishing)
+            if block and futures:
+                wait(futures, return_when=FIRST_COMPLETED)
+            for item in list(pending):
+                if all(f.done() for f in item.page_futures):
+                    pending.remove(item)
+                    try:
+                        pages = [f.result() for f in item.page_futures]
+                    except Exception as exc:  # noqa: BLE001 - reported per input
+                        outcomes[item.input].error = _describe(exc)
+                        report(item.input)
+                        continue
+                    finishing[pool.submit(_finish, item.record, pages, out_dir)] = item.input
+            for fut in [f for f in finishing if f.done()]:
+                path = finishing.pop(fut)
+                try:
+                    outcomes[path].record, outcomes[path].pdf = fut.result()
+                except Exception as exc:  # noqa: BLE001
+                    outcomes[path].error = _describe(exc)
+                report(path)
+
+        for path in inputs:
+            try:
+                loaded = _load(path, settings)
+            except Exception as exc:  # noqa: BLE001
+                outcomes[path].error = _describe(exc)
+                report(path)
+                continue
+            record = start_record(loaded)
+            item = _Pending(input=path, record=record)
+            item.page_futures = [pool.submit(prepare_and_read, page, engine) for page in loaded.pages]
+            pending.append(item)
+            del loaded
+            # keep memory bounded: never hold more than a few documents' pages in flight
+            while len(pending) + len(finishing) > workers * 2:
+                drain(block=True)
+        while pending or finishing:
+            drain(block=True)
+    return [outcomes[p] for p in inputs]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

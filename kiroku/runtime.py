@@ -1,0 +1,48 @@
+"""Where Prefect keeps its state and which server it talks to, decided before Prefect is imported.
+
+Prefect reads its settings when it is first imported, so every kiroku command calls
+`prepare_prefect(settings)` first. Its state goes under the project's data directory
+(var/prefect), never ~/.prefect, so tests and several installations never share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+
+from kiroku.config import Settings
+
+
+def api_healthy(api_url: str, timeout: float = 1.5) -> bool:
+    """Whether a Prefect API answers its health check (an open port is not enough)."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200 and json.loads(resp.read() or b"false") is True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def prepare_prefect(settings: Settings, *, require_server: bool = False) -> str | None:
+    """Point Prefect at the configured or embedded server, or at ephemeral mode.
+
+    Returns the API URL in use, or None for ephemeral mode (Prefect runs a temporary
+    server of its own with its database under var/prefect).
+    """
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(settings.prefect_home)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    if settings.prefect_api_url:
+        os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+        return settings.prefect_api_url
+    url = settings.prefect_url
+    if api_healthy(url):
+        os.environ["PREFECT_API_URL"] = url
+        return url
+    if require_server:
+        raise RuntimeError(f"no Prefect server answers at {url}; start it with `kiroku services up`")
+    os.environ.pop("PREFECT_API_URL", None)
+    return None

@@ -1,0 +1,75 @@
+"""`make run`: bring up the embedded services, the flow worker and the watcher; Ctrl-C stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from kiroku.config import Settings
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen:
+    """The process that serves the ingest deployments; its own process group so Ctrl-C reaches it once."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.run_dir / "worker.log", "ab")  # noqa: SIM115 - owned by the child
+    kiroku = Path(sys.executable).with_name("kiroku")
+    cmd = [str(kiroku), "worker"] if kiroku.exists() else [sys.executable, "-m", "kiroku.cli", "worker"]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ))
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
+    """Run until Ctrl-C (or SIGTERM); returns the exit code."""
+    from kiroku import services
+    from kiroku.runtime import prepare_prefect
+
+    started = services.up(settings)
+    for line in started.messages:
+        echo(line)
+    api = prepare_prefect(settings, require_server=True)
+    worker = _start_worker(settings)
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:  # noqa: ANN001
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    settings.inbox.mkdir(parents=True, exist_ok=True)
+    ui = api.removesuffix("/api")
+    echo("")
+    echo("kiroku is running.")
+    echo(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
+    echo(f"  Watch the flows   {ui}")
+    echo("  Search            .venv/bin/kiroku search 契約      (or: kiroku search --help)")
+    echo(f"  Archive lies in   s3://{settings.bucket} at {settings.s3_url}")
+    echo("  Ctrl-C stops everything.")
+    from flows.watch import watch_inbox
+
+    try:
+        watch_inbox(settings, use_deployment=True, stop=stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        echo("stopping…")
+        _stop(worker)
+        for line in services.down(settings, only=started.started).messages:
+            echo(line)
+    return 0

@@ -1,0 +1,784 @@
+"""Stage "load": read a scan file into page images, refusing what cannot be archived.
+
+Why this module is careful rather than clever:
+
+* A records officer drops whatever the scanner or another office produced into the
+  inbox, with whatever name it has. The format is therefore decided from the file's
+  first bytes (magic numbers), never from its extension.
+* The archive must show the scan as it was scanned. PDF pages are therefore not
+  re-rasterised: the page's image XObject is extracted as it is stored, and a page
+  stored as JPEG keeps its JPEG stream (``SourcePage.jpeg_bytes``) so that the archive
+  PDF can embed the very same bytes when the page needs no turning.
+* Everything that cannot be archived honestly raises :class:`InputError` with a message
+  written for the person who has to deal with the file (it goes into the quarantine
+  reason file as it is): empty, truncated or corrupt files, encrypted or damaged PDFs,
+  born-digital PDFs, PDFs that already carry a text layer, XFA forms, signed PDFs,
+  decompression bombs, images too small to be a page, unsupported formats.
+
+Resolution policy (``dpi_assumed``):
+    A scan's resolution is needed to give the archive page its real paper size and to
+    scale the page for OCR. PNG, JPEG and TIFF files often store none (no pHYs chunk,
+    JFIF density 1x1 "aspect only", TIFF without ResolutionUnit) or a placeholder such
+    as 72 or 96 dpi written by software that did not know. Any stored resolution of
+    96 dpi or less is therefore treated as "not credible", like OCRmyPDF does, and the
+    page gets ``default_dpi`` (300, the usual scanner setting for records) with
+    ``dpi_assumed=True`` so that later stages and the record can say so. Stored values
+    that are within 0.5 % of a whole number are snapped to it (PNG stores pixels per
+    metre, so 300 dpi comes back as 299.9994). For PDF pages the resolution is a fact
+    of the page, not a tag: pixels divided by the size the image is drawn at (for a
+    full-page scan that is the MediaBox), times /UserUnit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import shutil
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageSequence
+
+from processors.pages import InputError, LoadedDocument, SourcePage
+
+# An image whose sides are both under this many pixels cannot be a document page
+# (yomitoku's 10x10 test JPEG); a narrow strip such as OCRmyPDF's 400x50 crom.png can.
+MIN_PAGE_SIDE_PX = 100
+# ...but a page thinner than this in either direction is a sliver, not a page.
+MIN_PAGE_THIN_SIDE_PX = 16
+# Stored resolutions at or below this are placeholders, not measurements.
+MAX_NOT_CREDIBLE_DPI = 96.0
+
+_TIFF_ENCODINGS = {
+    "group4": "ccitt",
+    "group3": "ccitt",
+    "tiff_ccitt": "ccitt",
+    "tiff_lzw": "lzw",
+    "jpeg": "jpeg",
+    "tiff_jpeg": "jpeg",
+    "tiff_adobe_deflate": "flate",
+    "tiff_deflate": "flate",
+    "packbits": "packbits",
+    "raw": "raw",
+    "webp": "webp",
+    "lzma": "lzma",
+    "zstd": "zstd",
+}
+
+_PDF_ENCODINGS = {
+    "/DCTDecode": "jpeg",
+    "/CCITTFaxDecode": "ccitt",
+    "/JBIG2Decode": "jbig2",
+    "/JPXDecode": "jpx",
+    "/FlateDecode": "flate",
+    "/LZWDecode": "lzw",
+    "/RunLengthDecode": "runlength",
+}
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks so that large scans do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def detect_format(head: bytes) -> str | None:
+    """Container format from the first bytes of a file: png, jpeg, tiff, pdf, or None.
+
+    Extensions lie (scanner software writes .jpg for TIFFs, people rename files), the
+    magic numbers do not. PDF is allowed some junk before %PDF, as readers do.
+    """
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if b"%PDF-" in head[:1024]:
+        return "pdf"
+    return None
+
+
+def _describe_unknown(head: bytes) -> str:
+    """A human name for common formats kiroku does not take, for the refusal message."""
+    known = [
+        (b"GIF8", "GIF"),
+        (b"BM", "BMP"),
+        (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+        (b"\xff\x4f\xff\x51", "JPEG 2000"),
+        (b"PK\x03\x04", "ZIP/Office"),
+        (b"\xd0\xcf\x11\xe0", "old Microsoft Office"),
+        (b"AT&TFORM", "DjVu"),
+    ]
+    for magic, name in known:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1"):
+        return "HEIC"
+    return "unknown"
+
+
+def snap_dpi(value: float) -> float:
+    """Round a stored resolution: whole numbers when within 0.5 %, else 2 decimals."""
+    nearest = round(value)
+    if nearest > 0 and abs(value - nearest) <= 0.005 * nearest:
+        return float(nearest)
+    return round(float(value), 2)
+
+
+def credible_dpi(
+    stored: tuple[float, float] | None, default_dpi: int
+) -> tuple[tuple[float, float], bool]:
+    """Apply the resolution policy of the module docstring: returns (dpi, assumed)."""
+    if stored:
+        try:
+            x, y = float(stored[0]), float(stored[1])
+        except (TypeError, ValueError, IndexError):
+            x = y = 0.0
+        if math.isfinite(x) and math.isfinite(y) and x > MAX_NOT_CREDIBLE_DPI and y > MAX_NOT_CREDIBLE_DPI:
+            return (snap_dpi(x), snap_dpi(y)), False
+    return (float(default_dpi), float(default_dpi)), True
+
+
+def check_pixels(name: str, width: int, height: int, max_pixels: int, where: str = "") -> None:
+    """Refuse an image from its *declared* size, before a single pixel is decoded.
+
+    A 12 KB PDF can declare a 35000x35000 CCITT image (1.2 Gpx); decoding it first and
+    checking afterwards would already have exhausted memory.
+    """
+    if width <= 0 or height <= 0:
+        raise InputError(f"{name}{where}: the image declares an empty size ({width}x{height} px); the file is damaged.")
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name}{where}: the image is {width}x{height} px ({width * height / 1e6:.0f} megapixels), "
+            f"more than the limit of {max_pixels / 1e6:.0f} megapixels. It looks like a decompression bomb "
+            "or a wrongly made scan; it was not opened. If the scan is genuine, raise max_image_pixels."
+        )
+    if (width < MIN_PAGE_SIDE_PX and height < MIN_PAGE_SIDE_PX) or min(width, height) < MIN_PAGE_THIN_SIDE_PX:
+        raise InputError(
+            f"{name}{where}: the image is only {width}x{height} px, too small to be a scanned document page."
+        )
+
+
+def flatten_to_page_mode(img: Image.Image, icc_profile: bytes | None = None, name: str = "") -> Image.Image:
+    """Bring any decoded image to one of the page modes "1", "L" or "RGB".
+
+    Alpha is composited onto white (paper), because PDF/A-1 forbids soft masks and a
+    transparent scan means "nothing there". Palette images become gray when every
+    palette entry is gray, else RGB. 16-bit gray keeps its top 8 bits. CMYK is only
+    converted when an ICC profile says what the numbers mean; without one the colours
+    would be guessed, so it is refused.
+    """
+    mode = img.mode
+    if mode in ("1", "L", "RGB"):
+        return img
+    if mode == "P":
+        if "transparency" in img.info:
+            return flatten_to_page_mode(img.convert("RGBA"), name=name)
+        palette = img.getpalette() or []
+        used = sorted(set(idx for _n, idx in (img.getcolors(256) or [])))
+        rgb = [tuple(palette[3 * i : 3 * i + 3]) for i in used if 3 * i + 2 < len(palette)]
+        if rgb and all(r == g == b for r, g, b in rgb):
+            values = {r for r, _g, _b in rgb}
+            if values <= {0, 255}:
+                return img.convert("L").point(lambda v: 255 if v >= 128 else 0).convert("1", dither=Image.Dither.NONE)
+            return img.convert("L")
+        return img.convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        flat = Image.alpha_composite(white, rgba).convert("RGB")
+        if mode in ("LA", "La"):
+            return flat.convert("L")
+        return flat
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.uint32 if mode == "I" else np.uint16).astype(np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    if mode == "CMYK":
+        if not icc_profile:
+            raise InputError(
+                f"{name}: the image is in CMYK colour without an ICC profile, so its colours cannot be "
+                "reproduced faithfully. Re-scan or export it as RGB or grayscale."
+            )
+        from PIL import ImageCms
+
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+            dst = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(img, src, dst, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError) as exc:
+            raise InputError(f"{name}: the CMYK image carries an ICC profile that cannot be used ({exc}).") from exc
+    # YCbCr, LAB, HSV and the like
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{name}: the image uses the colour mode {mode}, which kiroku cannot archive.") from exc
+
+
+def _decode(img: Image.Image, name: str, where: str = "") -> None:
+    """Decode pixels now, turning Pillow's errors into a records officer's message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{name}{where}: the image is too large to open safely ({exc}).") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InputError(f"{name}{where}: the image data is truncated or corrupt and cannot be decoded ({exc}).") from exc
+
+
+def _open_raster(data: bytes, name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{name}: the image is too large to open safely ({exc}). It looks like a decompression bomb."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{name}: the file cannot be read as an image; it is corrupt or truncated ({exc}).") from exc
+
+
+# --------------------------------------------------------------------------------------
+# PNG / JPEG / TIFF
+# --------------------------------------------------------------------------------------
+
+
+def _load_png(data: bytes, name: str, max_pixels: int, default_dpi: int) -> list[SourcePage]:
+    img = _open_raster(data, name)
+    check_pixels(name, img.width, img.height, max_pixels)
+    dpi, assumed = credible_dpi(img.info.get("dpi"), default_dpi)
+    _decode(img, name)
+    page_img = flatten_to_page_mode(img, img.info.get("icc_profile"), name)
+    return [SourcePage(index=0, image=page_img, dpi=dpi, encoding="png", dpi_assumed=assumed)]
+
+
+def _load_jpeg(data: bytes, name: str, max_pixels: int, default_dpi: int) -> list[SourcePage]:
+    img = _open_raster(data, name)
+    check_pixels(name, img.width, img.height, max_pixels)
+    dpi, assumed = credible_dpi(img.info.get("dpi"), default_dpi)
+    _decode(img, name)
+    mode = img.mode
+    orientation = 1
+    try:
+        orientation = int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block must not make a readable scan unreadable
+        orientation = 1
+    page_img = flatten_to_page_mode(img, img.info.get("icc_profile"), name)
+    jpeg_bytes = data if mode in ("L", "RGB") else None
+    if orientation != 1:
+        # A camera's "turn me" flag is honoured like a PDF's /Rotate; the stored JPEG
+        # then no longer matches what is shown, so it cannot be reused as it is.
+        page_img = _exif_turn(page_img, orientation)
+        jpeg_bytes = None
+        if orientation in (5, 6, 7, 8):
+            dpi = (dpi[1], dpi[0])
+    return [SourcePage(index=0, image=page_img, dpi=dpi, encoding="jpeg", jpeg_bytes=jpeg_bytes, dpi_assumed=assumed)]
+
+
+def _exif_turn(img: Image.Image, orientation: int) -> Image.Image:
+    ops = {
+        2: [Image.Transpose.FLIP_LEFT_RIGHT],
+        3: [Image.Transpose.ROTATE_180],
+        4: [Image.Transpose.FLIP_TOP_BOTTOM],
+        5: [Image.Transpose.TRANSPOSE],
+        6: [Image.Transpose.ROTATE_270],
+        7: [Image.Transpose.TRANSVERSE],
+        8: [Image.Transpose.ROTATE_90],
+    }
+    for op in ops.get(orientation, []):
+        img = img.transpose(op)
+    return img
+
+
+def _load_tiff(data: bytes, name: str, max_pixels: int, default_dpi: int) -> list[SourcePage]:
+    img = _open_raster(data, name)
+    pages: list[SourcePage] = []
+    try:
+        for i, frame in enumerate(ImageSequence.Iterator(img)):
+            where = f", page {i + 1}"
+            check_pixels(name, frame.width, frame.height, max_pixels, where)
+            dpi, assumed = credible_dpi(frame.info.get("dpi"), default_dpi)
+            encoding = _TIFF_ENCODINGS.get(str(frame.info.get("compression", "raw")), str(frame.info.get("compression")))
+            _decode(frame, name, where)
+            page_img = flatten_to_page_mode(frame.copy(), frame.info.get("icc_profile"), f"{name}{where}")
+            pages.append(SourcePage(index=i, image=page_img, dpi=dpi, encoding=encoding, dpi_assumed=assumed))
+    except InputError:
+        raise
+    except (OSError, EOFError, ValueError, SyntaxError) as exc:
+        raise InputError(
+            f"{name}: the TIFF file is damaged after page {len(pages)} and cannot be read completely ({exc})."
+        ) from exc
+    if not pages:
+        raise InputError(f"{name}: the TIFF file contains no page image.")
+    return pages
+
+
+# --------------------------------------------------------------------------------------
+# PDF
+# --------------------------------------------------------------------------------------
+
+_TEXT_OPS = {"Tj", "TJ", "'", '"'}
+_PAINT_OPS = {"f", "F", "f*", "S", "s", "B", "B*", "b", "b*", "sh", "Do", "INLINE IMAGE"} | _TEXT_OPS
+
+
+def _matmul(m1: tuple[float, ...], m2: tuple[float, ...]) -> tuple[float, ...]:
+    """PDF matrix product m1 x m2 (row vectors: a point is transformed by m1 first)."""
+    a1, b1, c1, d1, e1, f1 = m1
+    a2, b2, c2, d2, e2, f2 = m2
+    return (
+        a1 * a2 + b1 * c2,
+        a1 * b2 + b1 * d2,
+        c1 * a2 + d1 * c2,
+        c1 * b2 + d1 * d2,
+        e1 * a2 + f1 * c2 + e2,
+        e1 * b2 + f1 * d2 + f2,
+    )
+
+
+@dataclass
+class _Drawn:
+    """One image painted on a page, with the matrix that maps its unit square."""
+
+    obj: object  # pikepdf.Stream or PdfInlineImage
+    ctm: tuple[float, ...]
+    inline: bool = False
+
+    @property
+    def area_pt2(self) -> float:
+        a, b, c, d, _e, _f = self.ctm
+        return abs(a * d - b * c)
+
+
+@dataclass
+class _PageScan:
+    images: list[_Drawn]
+    has_text: bool
+    paints: bool
+
+
+def _scan_content(pikepdf_mod, container, ctm0: tuple[float, ...], depth: int, seen: set) -> _PageScan:
+    """Walk a page's (or form's) content stream, tracking the CTM.
+
+    Collects the images drawn with their matrices (also inside Form XObjects, where
+    some PDF producers wrap the scan), and whether any text is shown or anything painted.
+    """
+    result = _PageScan(images=[], has_text=False, paints=False)
+    ops = pikepdf_mod.parse_content_stream(container)
+    resources = container.get("/Resources") if hasattr(container, "get") else None
+    xobjects = resources.get("/XObject") if resources is not None else None
+    stack: list[tuple[float, ...]] = []
+    ctm = ctm0
+    for operands, operator in ops:
+        op = str(operator)
+        if op in _PAINT_OPS:
+            result.paints = True
+        if op == "q":
+            stack.append(ctm)
+        elif op == "Q":
+            if stack:
+                ctm = stack.pop()
+        elif op == "cm" and len(operands) == 6:
+            ctm = _matmul(tuple(float(v) for v in operands), ctm)
+        elif op in _TEXT_OPS:
+            result.has_text = True
+        elif op == "INLINE IMAGE":
+            result.images.append(_Drawn(obj=operands[0], ctm=ctm, inline=True))
+        elif op == "Do" and operands and xobjects is not None:
+            xobj = xobjects.get(operands[0])
+            if xobj is None:
+                continue
+            subtype = xobj.get("/Subtype")
+            if subtype == "/Image":
+                result.images.append(_Drawn(obj=xobj, ctm=ctm))
+            elif subtype == "/Form" and depth < 8:
+                key = xobj.objgen
+                if key in seen and key != (0, 0):
+                    continue
+                seen.add(key)
+                matrix = tuple(float(v) for v in xobj.get("/Matrix", [1, 0, 0, 1, 0, 0]))
+                inner = _scan_content(pikepdf_mod, xobj, _matmul(matrix, ctm), depth + 1, seen)
+                seen.discard(key)
+                result.images.extend(inner.images)
+                result.has_text |= inner.has_text
+                result.paints |= inner.paints
+    return result
+
+
+def _inherited(page_obj, key: str):
+    node = page_obj
+    for _ in range(64):
+        if node is None:
+            return None
+        if key in node:
+            return node[key]
+        node = node.get("/Parent")
+    return None
+
+
+def quarter_turns_from_ctm(ctm: tuple[float, ...]) -> tuple[int, bool]:
+    """How the page shows an image: (clockwise quarter turns, mirrored top-bottom).
+
+    The image's first row is drawn at the top of its unit square. On screen (y down)
+    the image's x axis runs along (a, -b) and its row direction along (-c, d); the
+    angle of the x axis, rounded to 90 degrees, is the turn a viewer sees. A small
+    residual angle (a skew drawn by the producer) is left to the deskew stage.
+    """
+    a, b, c, d, _e, _f = ctm
+    angle = math.degrees(math.atan2(-b, a))  # clockwise on screen
+    turns = int(round(angle / 90.0)) % 4
+    mirrored = (a * d - b * c) < 0
+    return turns, mirrored
+
+
+def _turn(img: Image.Image, clockwise_quarters: int) -> Image.Image:
+    clockwise_quarters %= 4
+    if clockwise_quarters == 1:
+        return img.transpose(Image.Transpose.ROTATE_270)
+    if clockwise_quarters == 2:
+        return img.transpose(Image.Transpose.ROTATE_180)
+    if clockwise_quarters == 3:
+        return img.transpose(Image.Transpose.ROTATE_90)
+    return img
+
+
+def _extract_with_pdfimages(path: Path, page_no: int, objgen: tuple[int, int], name: str, where: str) -> Image.Image:
+    """Decode an image XObject with poppler's pdfimages (for JBIG2 without jbig2dec).
+
+    pdfimages writes each image object as stored (it does not render the page), so
+    this is extraction, not re-rasterising.
+    """
+    exe = shutil.which("pdfimages")
+    if exe is None:
+        raise InputError(f"{name}{where}: the page image uses an encoding kiroku cannot decode here (JBIG2 needs poppler-utils).")
+    listing = subprocess.run(
+        [exe, "-list", "-f", str(page_no), "-l", str(page_no), str(path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    index = None
+    rows = [ln.split() for ln in listing.stdout.splitlines()[2:] if ln.strip()]
+    for row_no, row in enumerate(rows):
+        try:
+            if int(row[10]) == objgen[0] and row[2] == "image":
+                index = row_no
+                break
+        except (IndexError, ValueError):
+            continue
+    if index is None:
+        raise InputError(f"{name}{where}: the page image could not be located for decoding.")
+    with tempfile.TemporaryDirectory(prefix="kiroku-pdfimages-") as tmp:
+        proc = subprocess.run(
+            [exe, "-png", "-f", str(page_no), "-l", str(page_no), str(path), str(Path(tmp) / "im")],
+            capture_output=True, timeout=300, check=False,
+        )
+        files = sorted(Path(tmp).glob("im-*.png"))
+        if proc.returncode != 0 or index >= len(files):
+            raise InputError(f"{name}{where}: the page image is damaged and cannot be decoded.")
+        with Image.open(files[index]) as im:
+            im.load()
+            return im.copy()
+
+
+def _pdf_image_to_pil(
+    pikepdf_mod, drawn: _Drawn, path: Path, page_no: int, name: str, where: str, cache: dict | None = None
+) -> tuple[Image.Image, str, bytes | None]:
+    """Decode one image object as stored. Returns (image, encoding, jpeg_bytes).
+
+    ``cache`` maps object ids to results, because producers reuse one image object on
+    several pages (OCRmyPDF's cardinal.pdf draws the same scan four times, turned).
+    """
+    obj = drawn.obj
+    if not drawn.inline and cache is not None:
+        key = tuple(obj.objgen)
+        if key != (0, 0):
+            if key not in cache:
+                cache[key] = _pdf_image_to_pil(pikepdf_mod, drawn, path, page_no, name, where, None)
+            return cache[key]
+    if drawn.inline:
+        img = obj.as_pil_image()
+        return img, "inline", None
+    filters = obj.get("/Filter")
+    if filters is None:
+        filter_names: list[str] = []
+    elif isinstance(filters, pikepdf_mod.Array):
+        filter_names = [str(f) for f in filters]
+    else:
+        filter_names = [str(filters)]
+    encoding = _PDF_ENCODINGS.get(filter_names[-1], "raw") if filter_names else "raw"
+    pdfimage = pikepdf_mod.PdfImage(obj)
+    jpeg_bytes = None
+    try:
+        img = pdfimage.as_pil_image()
+    except pikepdf_mod.DependencyError:
+        img = _extract_with_pdfimages(path, page_no, obj.objgen, name, where)
+    except (pikepdf_mod.UnsupportedImageTypeError, pikepdf_mod.HifiPrintImageNotTranscodableError, NotImplementedError) as exc:
+        raise InputError(
+            f"{name}{where}: the page image uses a colour space or encoding kiroku cannot convert faithfully ({type(exc).__name__})."
+        ) from exc
+    except (pikepdf_mod.PdfError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"{name}{where}: the page image is damaged and cannot be decoded ({exc}).") from exc
+    if img.mode == "P":
+        img = _fix_indexed(pdfimage, img, name, where)
+    if filter_names == ["/DCTDecode"] and img.mode in ("L", "RGB") and "/Decode" not in obj and "/SMask" not in obj:
+        jpeg_bytes = bytes(obj.read_raw_bytes())
+    icc = None
+    try:
+        if pdfimage.icc is not None:
+            icc = pdfimage.icc.tobytes()
+    except Exception:
+        icc = None
+    if img.mode == "CMYK" and icc is None:
+        raise InputError(
+            f"{name}{where}: the page image is CMYK without an ICC profile, so its colours cannot be reproduced "
+            "faithfully. Export the scan as RGB or grayscale."
+        )
+    return img, encoding, jpeg_bytes
+
+
+def _fix_indexed(pdfimage, img: Image.Image, name: str, where: str) -> Image.Image:
+    """Rebuild a PDF /Indexed image from its own lookup table.
+
+    pikepdf hands 1-, 2- and 4-bit indexed images over with pixel values spread over
+    0..255 and a palette that does not match them (a 1-bit black/white page would come
+    out all black), so the indices and the lookup are applied here.
+    """
+    try:
+        base, lookup = pdfimage.palette
+    except Exception:
+        return img
+    bpc = int(pdfimage.bits_per_component or 8)
+    ncomp = {"RGB": 3, "L": 1, "CMYK": 4}.get(str(base))
+    if ncomp is None:
+        return img
+    lut = np.frombuffer(bytes(lookup), dtype=np.uint8)
+    entries = len(lut) // ncomp
+    if entries == 0:
+        return img
+    lut = lut[: entries * ncomp].reshape(entries, ncomp)
+    idx = np.asarray(img, dtype=np.uint8)
+    if bpc < 8 and idx.max(initial=0) >= entries:
+        levels = (1 << bpc) - 1
+        idx = np.round(idx.astype(np.float32) / 255.0 * levels).astype(np.uint8)
+    idx = np.minimum(idx, entries - 1)
+    if ncomp == 4:
+        raise InputError(
+            f"{name}{where}: the page image is indexed CMYK without an ICC profile, so its colours cannot be "
+            "reproduced faithfully. Export the scan as RGB or grayscale."
+        )
+    out = lut[idx]
+    if ncomp == 1:
+        return flatten_to_page_mode(Image.fromarray(out[..., 0], "L"), None, name)
+    if np.all(lut[:, 0] == lut[:, 1]) and np.all(lut[:, 1] == lut[:, 2]):
+        gray = out[..., 0]
+        if set(np.unique(lut[:, 0]).tolist()) <= {0, 255}:
+            return Image.fromarray(gray, "L").convert("1", dither=Image.Dither.NONE)
+        return Image.fromarray(gray, "L")
+    return Image.fromarray(out, "RGB")
+
+
+def _pdf_reason(exc: Exception) -> str:
+    """qpdf's message without the leading stream or file name, which means nothing to a reader."""
+    text = str(exc)
+    if text.startswith("stream <") and ">: " in text:
+        text = text.split(">: ", 1)[1]
+    return text
+
+
+def _load_pdf(path: Path, data: bytes, name: str, max_pixels: int, default_dpi: int) -> list[SourcePage]:
+    import pikepdf
+
+    try:
+        pdf = pikepdf.open(io.BytesIO(data))
+    except pikepdf.PasswordError as exc:
+        raise InputError(
+            f"{name}: the PDF is encrypted (password-protected). Remove the password or ask the sender for an "
+            "unprotected copy; kiroku does not archive encrypted files."
+        ) from exc
+    except (pikepdf.PdfError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{name}: the PDF is damaged or not a valid PDF and cannot be read ({_pdf_reason(exc)}).") from exc
+    try:
+        return _pdf_pages(pikepdf, pdf, path, name, max_pixels, default_dpi)
+    except InputError:
+        raise
+    except (pikepdf.PdfError, RuntimeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise InputError(f"{name}: the PDF is damaged and cannot be read ({_pdf_reason(exc)}).") from exc
+    finally:
+        pdf.close()
+
+
+def _pdf_pages(pikepdf, pdf, path: Path, name: str, max_pixels: int, default_dpi: int) -> list[SourcePage]:
+    if pdf.is_encrypted:
+        raise InputError(
+            f"{name}: the PDF is encrypted (it has usage restrictions). Remove the encryption first; kiroku does "
+            "not archive encrypted files."
+        )
+    root = pdf.Root
+    acro = root.get("/AcroForm")
+    if root.get("/NeedsRendering") or (acro is not None and "/XFA" in acro):
+        raise InputError(
+            f"{name}: the PDF is an XFA (LiveCycle) form whose content only exists when rendered by Adobe software; "
+            "print it to PDF or scan the paper instead."
+        )
+    if acro is not None and int(acro.get("/SigFlags", 0)) & 1:
+        raise InputError(
+            f"{name}: the PDF is digitally signed; re-making it would invalidate the signature. Archive the signed "
+            "original as an electronic record instead of as a scan."
+        )
+    if len(pdf.pages) == 0:
+        raise InputError(f"{name}: the PDF has no pages.")
+    pages: list[SourcePage] = []
+    decoded: dict = {}
+    for i, page in enumerate(pdf.pages):
+        where = f", page {i + 1}"
+        try:
+            scan = _scan_content(pikepdf, page.obj, (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), 0, set())
+        except pikepdf.PdfError as exc:
+            raise InputError(f"{name}{where}: the page content is damaged and cannot be read ({exc}).") from exc
+        user_unit = float(page.obj.get("/UserUnit", 1) or 1)
+        mediabox = [float(v) for v in (_inherited(page.obj, "/MediaBox") or [0, 0, 612, 792])]
+        box_w = abs(mediabox[2] - mediabox[0]) * user_unit
+        box_h = abs(mediabox[3] - mediabox[1]) * user_unit
+        rotate = int(round(float(_inherited(page.obj, "/Rotate") or 0) / 90.0)) % 4
+        candidates = [
+            d for d in scan.images
+            if d.inline or not bool(d.obj.get("/ImageMask", False))
+        ]
+        if scan.has_text and candidates:
+            raise InputError(
+                f"{name}{where}: the PDF already has a text layer (it was OCR'd before or contains typed text). "
+                "kiroku does not put a second text layer over it; archive it as it is or remove the text first."
+            )
+        if scan.has_text or (scan.paints and not candidates):
+            raise InputError(
+                f"{name}{where}: the page has no scanned image; it is a born-digital PDF (typed text or vector "
+                "drawing). Born-digital PDFs are not OCR'd; archive it as an electronic record."
+            )
+        if not candidates:
+            # Nothing painted at all (no /Contents, or only marked-content brackets):
+            # the page is white paper. It becomes a white bilevel page of the same size.
+            dpi = float(default_dpi)
+            if box_w / 72 * dpi * box_h / 72 * dpi > max_pixels:
+                dpi = math.sqrt(max_pixels / max(box_w / 72 * box_h / 72, 1e-6)) * 0.99
+            w = max(1, int(round(box_w / 72 * dpi)))
+            h = max(1, int(round(box_h / 72 * dpi)))
+            if rotate % 2:
+                w, h = h, w
+            pages.append(SourcePage(index=i, image=Image.new("1", (w, h), 1), dpi=(dpi, dpi), encoding="none"))
+            continue
+        # The scan is the largest image on the page (by drawn area, then by pixels);
+        # logos or small stamps pasted on top are not the page.
+        def _size(d: _Drawn) -> tuple[int, int]:
+            o = d.obj
+            if d.inline:
+                return int(o.width), int(o.height)
+            return int(o.get("/Width", 0)), int(o.get("/Height", 0))
+
+        main = max(candidates, key=lambda d: (round(d.area_pt2, -1), _size(d)[0] * _size(d)[1]))
+        width, height = _size(main)
+        check_pixels(name, width, height, max_pixels, where)
+        img, encoding, jpeg_bytes = _pdf_image_to_pil(pikepdf, main, path, i + 1, name, where, decoded)
+        img = flatten_to_page_mode(img, None if img.mode != "CMYK" else _icc_of(pikepdf, main), f"{name}{where}")
+        if jpeg_bytes is not None and img.mode not in ("L", "RGB"):
+            jpeg_bytes = None
+        turns, mirrored = quarter_turns_from_ctm(main.ctm)
+        a, b, c, d_, _e, _f = main.ctm
+        drawn_w_pt = math.hypot(a, b) * user_unit
+        drawn_h_pt = math.hypot(c, d_) * user_unit
+        if drawn_w_pt < 1e-3 or drawn_h_pt < 1e-3:
+            drawn_w_pt, drawn_h_pt = (box_h, box_w) if turns % 2 else (box_w, box_h)
+        dpi_x = snap_dpi(img.width / (drawn_w_pt / 72.0))
+        dpi_y = snap_dpi(img.height / (drawn_h_pt / 72.0))
+        if mirrored:
+            img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+        total = (turns + rotate) % 4
+        if total:
+            img = _turn(img, total)
+            jpeg_bytes = None
+        if total % 2:
+            dpi_x, dpi_y = dpi_y, dpi_x
+        if mirrored:
+            jpeg_bytes = None
+        pages.append(SourcePage(index=i, image=img, dpi=(dpi_x, dpi_y), encoding=encoding, jpeg_bytes=jpeg_bytes))
+    return pages
+
+
+def _icc_of(pikepdf, drawn: _Drawn) -> bytes | None:
+    try:
+        icc = pikepdf.PdfImage(drawn.obj).icc
+        return icc.tobytes() if icc is not None else None
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------
+
+
+def load_document(path: Path, *, max_pixels: int = 200_000_000, default_dpi: int = 300) -> LoadedDocument:
+    """Read a scan file (PNG, JPEG, TIFF or scanned PDF) into page images.
+
+    Returns a LoadedDocument whose pages are in mode "1" (bilevel stays bilevel), "L"
+    or "RGB", with their resolution (see the policy in the module docstring). PDF
+    pages are the page's own image object, turned by the page's /Rotate and by the
+    quarter turn the content stream draws it with, never re-rendered. Raises
+    InputError, with a message meant for a records officer, for anything that cannot
+    be archived as a scan.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(f"{name}: the file does not exist (it may have been moved while waiting).") from exc
+    except IsADirectoryError as exc:
+        raise InputError(f"{name}: this is a folder, not a scan file.") from exc
+    except OSError as exc:
+        raise InputError(f"{name}: the file cannot be read ({exc.strerror or exc}).") from exc
+    if not data:
+        raise InputError(f"{name}: the file is empty (0 bytes); the scan or the copy probably failed.")
+    fmt = detect_format(data[:1024])
+    if fmt is None:
+        kind = _describe_unknown(data[:16])
+        what = f"a {kind} file" if kind != "unknown" else "not a format kiroku recognises"
+        raise InputError(
+            f"{name}: this is {what}. kiroku takes scans as PDF, TIFF, PNG or JPEG."
+        )
+    if fmt == "png":
+        pages = _load_png(data, name, max_pixels, default_dpi)
+    elif fmt == "jpeg":
+        pages = _load_jpeg(data, name, max_pixels, default_dpi)
+    elif fmt == "tiff":
+        pages = _load_tiff(data, name, max_pixels, default_dpi)
+    else:
+        pages = _load_pdf(path, data, name, max_pixels, default_dpi)
+    for page in pages:
+        if page.image.mode not in ("1", "L", "RGB"):  # defensive: every branch normalises
+            page.image = flatten_to_page_mode(page.image, None, name)
+    return LoadedDocument(
+        path=path,
+        format=fmt,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        pages=pages,
+    )

@@ -1,0 +1,87 @@
+"""Page images as they move between the image stages (load -> prepare -> read -> archive PDF).
+
+The Record (schemas/record.py) carries everything that is text or numbers; these
+carry the pixels that go with one page, which never belong in record.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from schemas.record import Line
+
+
+class InputError(ValueError):
+    """The input cannot be archived as it is (empty, corrupt, encrypted, too large...).
+
+    The message is written for a records officer: it goes into the quarantine
+    reason file and the Prefect UI as it is.
+    """
+
+
+@dataclass
+class SourcePage:
+    """One page as decoded from the scan, before any geometry is changed."""
+
+    index: int
+    image: Image.Image  # mode "1", "L" or "RGB"
+    dpi: tuple[float, float]
+    encoding: str  # how the scan stored it: jpeg, ccitt, lzw, png, flate, jpx, raw ...
+    jpeg_bytes: bytes | None = None  # the scan's own JPEG stream, reused in the PDF when the page needs no turning
+    dpi_assumed: bool = False  # True when the file stored no credible resolution and a default was applied
+
+
+@dataclass
+class LoadedDocument:
+    path: Path
+    format: str  # png, jpeg, tiff, pdf
+    sha256: str
+    bytes: int
+    pages: list[SourcePage]
+
+
+@dataclass
+class PreparedPage:
+    """A page turned upright and straightened, with a cleaned copy for reading.
+
+    archive_image is what the archive PDF shows (the scan as it is, only upright and
+    straight, same colour mode); ocr_image is for the OCR engine only (gray, seals
+    dropped, tone evened, maybe scaled by ocr_scale). Word boxes are always given in
+    archive_image pixels.
+    """
+
+    index: int
+    archive_image: Image.Image
+    ocr_image: np.ndarray  # uint8, 2-D
+    ocr_scale: float  # ocr_image pixels per archive_image pixel
+    dpi: int
+    rotation_deg: int  # clockwise rotation that had turned the upright page into the scan
+    skew_deg: float  # positive: content was turned counter-clockwise
+    writing_mode: str  # horizontal | vertical
+    blank: bool
+    archive_jpeg: bytes | None = None  # original JPEG stream when archive_image is unchanged from the scan
+    source_encoding: str = ""  # how the scan stored the page (jpeg, ccitt, ...): lossy stays lossy in the PDF
+
+
+@dataclass
+class PageText:
+    """What an OCR engine read on one page, in reading order, in archive_image pixels."""
+
+    lines: list[Line] = field(default_factory=list)
+    engine: str = ""
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+    @property
+    def confidence(self) -> float:
+        """Mean line confidence weighted by characters, 0 when nothing was read."""
+        chars = sum(len(line.text) for line in self.lines)
+        if not chars:
+            return 0.0
+        return sum(line.confidence * len(line.text) for line in self.lines) / chars

@@ -1,0 +1,244 @@
+"""Japanese text hygiene for OCR output: pure functions on strings.
+
+OCR engines were built for space-separated scripts. Tesseract reports Japanese as
+one "word" per character or per few characters and puts a space between them, it
+reads table rules as ``|`` and underlines as ``_``, and it confuses look-alike
+characters across scripts (katakana ロ and kanji 口). Everything here undoes those
+habits without touching what was really printed: a space between two Latin or digit
+words stays (``TEL 089-361-9361``), a full-width space is kept, and look-alikes are
+only changed where the neighbours leave no doubt.
+
+The PDF writer and metadata extraction use the same functions, so "is this Japanese"
+has one answer across kiroku.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = [
+    "FULLWIDTH_SPACE",
+    "is_kanji",
+    "is_hiragana",
+    "is_katakana",
+    "is_kana",
+    "is_cjk",
+    "is_latin_or_digit",
+    "needs_space_between",
+    "join_japanese_words",
+    "remove_spurious_spaces",
+    "strip_rule_chars",
+    "has_letters",
+    "drop_rule_artifacts",
+    "fix_confusions",
+    "clean_line",
+    "normalize_for_compare",
+]
+
+FULLWIDTH_SPACE = "\u3000"
+
+# Characters that look like table rules, box edges or underlines when an engine reads
+# a ruled form. They are never part of the text on the scans we archive (a real
+# vertical bar is as good as absent in Japanese administrative documents).
+_RULE_CHARS = "|｜¦│┃丨_＿‖"
+
+
+def is_kanji(ch: str) -> bool:
+    """CJK unified ideographs (incl. extension A and compatibility) and 々〆〇ヶ."""
+    o = ord(ch)
+    return (
+        0x4E00 <= o <= 0x9FFF
+        or 0x3400 <= o <= 0x4DBF
+        or 0xF900 <= o <= 0xFAFF
+        or 0x20000 <= o <= 0x2FA1F
+        or ch in "々〆〇ヶ"
+    )
+
+
+def is_hiragana(ch: str) -> bool:
+    return 0x3041 <= ord(ch) <= 0x309F
+
+
+def is_katakana(ch: str) -> bool:
+    """Full-width and half-width katakana, including the prolonged sound mark ー."""
+    o = ord(ch)
+    return 0x30A0 <= o <= 0x30FF or 0x31F0 <= o <= 0x31FF or 0xFF66 <= o <= 0xFF9F
+
+
+def is_kana(ch: str) -> bool:
+    return is_hiragana(ch) or is_katakana(ch)
+
+
+def is_cjk(ch: str) -> bool:
+    """True for characters that are set without spaces in Japanese text.
+
+    Kanji, kana, Japanese punctuation and brackets (U+3000 block), and the full-width
+    forms block (full-width digits and letters included: 「１２月」 is set solid).
+    The full-width space itself is not counted: it is a space, not a character.
+    """
+    if not ch or ch == FULLWIDTH_SPACE:
+        return False
+    o = ord(ch)
+    return (
+        is_kanji(ch)
+        or is_kana(ch)
+        or 0x3001 <= o <= 0x303F  # 、。「」〒〜 ...
+        or 0xFF01 <= o <= 0xFF60  # full-width ASCII variants
+        or 0xFFE0 <= o <= 0xFFEF  # ￥ ￡ ...
+        or 0x3200 <= o <= 0x33FF  # enclosed CJK, ㈱, squared units
+        or o in (0x203B, 0x25CB, 0x25CF, 0x25A1, 0x25A0, 0x2192)  # ※ ○ ● □ ■ →
+    )
+
+
+def is_latin_or_digit(ch: str) -> bool:
+    """ASCII-range letters and digits (also the half-width forms a scan prints for them)."""
+    return ch.isascii() and ch.isalnum()
+
+
+def needs_space_between(left: str, right: str) -> bool:
+    """Whether two adjacent words need a space when they are put back together.
+
+    Only a Latin/digit word followed by another Latin/digit word does (``TEL`` ``089``,
+    ``E-mail`` ``kikaku@...``). Anything touching Japanese is set solid, which is how
+    the page printed it: ``令和`` ``7`` ``年`` is 令和7年.
+    """
+    if not left or not right:
+        return False
+    a, b = left[-1], right[0]
+    if is_cjk(a) or is_cjk(b):
+        return False
+    return not (a.isspace() or b.isspace())
+
+
+def join_japanese_words(words: list[str]) -> str:
+    """Join OCR words into one line of text the way Japanese is written.
+
+    Spaces go only between two Latin/digit words; empty words are skipped. A word
+    that is a lone full-width space (an engine that reports printed gaps) is kept.
+    """
+    out = ""
+    for w in words:
+        if not w:
+            continue
+        if out and needs_space_between(out, w):
+            out += " "
+        out += w
+    return out
+
+
+_SPACE_RUN = re.compile(r"[ \t\u00a0]+")
+
+
+def remove_spurious_spaces(text: str) -> str:
+    """Drop ASCII spaces that have a Japanese character on either side.
+
+    Tesseract puts them between Japanese characters (``令 和 7 年``); the page has none
+    there. A space between two Latin/digit runs is kept (single); full-width spaces are
+    kept as printed.
+    """
+    lines = []
+    for line in text.split("\n"):
+        parts = _SPACE_RUN.split(line.strip(" \t\u00a0"))
+        lines.append(join_japanese_words(parts))
+    return "\n".join(lines)
+
+
+def strip_rule_chars(text: str) -> str:
+    """Remove the characters an engine makes of rules and underlines from one word.
+
+    Bars (``|``, ``｜``, box-drawing lines) and underscores go wherever they stand, and
+    so do runs of three or more dashes or long marks (a rule read as text). Single
+    dashes and punctuation stay: ``－1－``, ``2202-076`` and ``、`` are text.
+    """
+    text = text.translate({ord(c): " " for c in _RULE_CHARS})
+    text = re.sub(r"[-－—―─━ー=＝]{3,}", " ", text)
+    return text
+
+
+def has_letters(text: str) -> bool:
+    """Whether there is anything to read: a letter, digit, kana or kanji."""
+    return any(ch.isalnum() or is_kana(ch) or is_kanji(ch) for ch in text)
+
+
+def drop_rule_artifacts(text: str) -> str:
+    """Remove what an engine read from table rules and underlines, line by line.
+
+    strip_rule_chars on every line, and a line left with no letter, digit, kana or
+    kanji at all (``| — |``, ``. 。 ,``) is removed.
+    """
+    out = []
+    for line in text.split("\n"):
+        line = _SPACE_RUN.sub(" ", strip_rule_chars(line)).strip()
+        if has_letters(line):
+            out.append(line)
+    return "\n".join(out)
+
+
+# Look-alikes: (kanji or other script, katakana) pairs. Replaced only between two
+# katakana (or a katakana and the end of a run), where the kanji reading is not Japanese.
+_KATAKANA_LOOKALIKES = {
+    "口": "ロ",
+    "工": "エ",
+    "力": "カ",
+    "夕": "タ",
+    "卜": "ト",
+    "二": "ニ",
+    "八": "ハ",
+    "一": "ー",
+    "へ": "ヘ",
+    "べ": "ベ",
+    "ぺ": "ペ",
+    "-": "ー",
+    "−": "ー",
+    "－": "ー",
+    "—": "ー",
+    "―": "ー",
+}
+
+
+def fix_confusions(text: str) -> str:
+    """Repair look-alike confusions where the context makes the answer certain.
+
+    * A kanji (or hiragana, or dash) look-alike of a katakana between two katakana
+      becomes the katakana (``フラット一ファイル`` is not Japanese, ``フラットーファイル``
+      is not either, but ``コンピュ一タ`` -> ``コンピュータ``, ``ボ一ル`` -> ``ボール``,
+      ``ク口ス`` -> ``クロス``). After a katakana at the end of a katakana word only the
+      long-vowel mark is restored (``センタ一`` -> ``センター``).
+    * ASCII digits confused with letters inside a run of digits: ``O``/``o`` -> ``0``,
+      ``l``/``I`` -> ``1`` when both neighbours are digits (``2O24`` -> ``2024``).
+    """
+    chars = list(text)
+    n = len(chars)
+    for i, ch in enumerate(chars):
+        prev = chars[i - 1] if i > 0 else ""
+        nxt = chars[i + 1] if i + 1 < n else ""
+        if ch in _KATAKANA_LOOKALIKES and prev and is_katakana(prev) and prev != "ー":
+            target = _KATAKANA_LOOKALIKES[ch]
+            if nxt and is_katakana(nxt) and nxt != "ー":
+                chars[i] = target
+            elif target == "ー" and ch in "一" and (not nxt or not (is_kanji(nxt) or is_hiragana(nxt))):
+                # センタ一 at the end of a word: 一 after katakana is always the long mark
+                chars[i] = target
+        elif ch in "OolI" and prev.isdigit() and prev.isascii() and nxt.isdigit() and nxt.isascii():
+            chars[i] = "0" if ch in "Oo" else "1"
+    return "".join(chars)
+
+
+def clean_line(text: str) -> str:
+    """All of the above for one line of OCR output, in the order that is safe.
+
+    Rule artefacts first (they are separated by spaces), then spaces, then look-alikes
+    (which need the characters to be adjacent).
+    """
+    text = drop_rule_artifacts(text)
+    text = remove_spurious_spaces(text)
+    return fix_confusions(text).strip()
+
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_for_compare(text: str) -> str:
+    """NFKC with all whitespace removed: how kiroku's evaluator compares texts."""
+    return _WS.sub("", unicodedata.normalize("NFKC", text))

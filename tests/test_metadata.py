@@ -1,0 +1,418 @@
+"""Metadata extraction on small realistic documents of every type, on the samples, and on noisy text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import re
+import unicodedata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from processors.metadata import (
+    DOCUMENT_TYPES_PATH,
+    DocumentTypesError,
+    build_doc,
+    extract_from_text,
+    extract_metadata,
+    load_document_types,
+    ocr_fix,
+    parse_amount,
+    parse_document_types,
+)
+from schemas.record import Line, Page
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SAMPLES = SHARED / "samples"
+
+LETTER_TSUCHI = """教委第１号の２
+令和７年１２月９日
+各小中学校長　様
+長岡市教育委員会教育長　佐藤　一郎
+（公印省略）
+令和８年度学校給食費の改定及び徴収方法の変更に
+ついて（通知）
+このことについて、下記のとおり決定したので通知します。
+記
+１　改定時期　令和８年４月１日
+２　改定額　　月額４，８００円
+（担当）学校教育課　給食係　村上　恵
+電話　0258-39-2238
+"""
+
+LETTER_SHOKAI = """7新総第12号
+令和元年五月一日
+新潟県総務部長　様
+新発田市総務部長
+公共施設の耐震化状況に関する調査について（照会）
+標記のことについて、下記のとおり照会します。
+回答期限　令和元年5月31日（金）
+（問合せ先）総務課　施設係　井上 翔
+TEL 0254-22-3030
+"""
+
+LETTER_KAITO = """総務第56号
+平成31年3月31日
+長岡市長　殿
+長岡市総務部長　高橋　修
+職員研修の実施状況について（回答）
+平成31年3月1日付け新人第400号で照会のあったこのことについて、下記のとおり回答します。
+"""
+
+LETTER_HOKOKU = """長岡市総務第56号
+令和6年10月1日
+新潟県知事　様
+長岡市長　磯田 達伸
+令和6年度上半期の防災訓練実施結果について（報告）
+このことについて、別紙のとおり報告します。
+－ 1 －\f別紙
+防災訓練実施結果報告書
+番号 地区名 参加者数
+1 川口地区 120
+－ 2 －
+"""
+
+LETTER_IRAI = """第123号
+2025年6月2日
+長岡市自治会連合会長　御中
+長岡市市民協働部長
+地域防災訓練への参加について（依頼）
+時下ますます御清栄のこととお喜び申し上げます。
+つきましては、下記のとおり御協力くださるようお願いします。
+"""
+
+CONTRACT = """工事請負契約書
+契約番号　R7-土木-0042
+1　工事名　　　市道本町線舗装補修工事
+2　工事場所　　新潟県長岡市本町3丁目地内
+3　工期　　　　令和7年6月2日から令和7年9月30日まで
+4　請負代金額　金12,345,000円
+（うち取引に係る消費税及び地方消費税の額　金1,122,272円）
+発注者長岡市（以下「甲」という。）と受注者有限会社北越舗道（以下「乙」という。）は、
+次の条項によって契約を締結する。
+第1条　甲は、乙に前払金を支払う。
+甲は、乙が適法な請求書を提出したときは、30日以内に支払う。
+－ 1 －\fこの契約の締結を証するため、本書2通を作成し、甲乙記名押印の上、各自1通を保有する。
+令和7年5月28日
+甲　住所　新潟県長岡市大手通1丁目4番地10
+長岡市長　磯田　達伸
+乙　住所　新潟県長岡市宮内5丁目12番3号
+有限会社北越舗道
+代表取締役　小林　誠
+－ 2 －
+"""
+
+INVOICE = """請　求　書
+No. 2511-203
+発行日　2025年11月20日
+長岡市長　様
+合同会社みどり造園
+代表社員　斎藤 美咲
+〒940-0081　新潟県長岡市坂之上町2丁目3番5号
+TEL 0258-33-1144
+下記のとおりご請求申し上げます。
+一金壱百弐拾万円也
+品名 数量 単価 金額
+樹木剪定作業 1 式 1,090,910 1,090,910
+消費税（10%） 109,090
+合計 1,200,000
+お支払期限　2025年12月31日
+"""
+
+APPLICATION = """令和７年４月１５日
+長岡市長　様
+道路占用許可申請書
+下記のとおり申請します。
+申請者
+住所　〒940-2108　新潟県長岡市千秋2丁目278番地
+氏名　渡部　恵美子
+生年月日　昭和58年6月7日
+電話番号　090-4821-7733
+個人番号 4012 3456 7890
+占用の目的　看板設置
+占用の期間　令和7年5月1日から令和8年3月31日まで
+"""
+
+MINUTES = """令和6年度第2回長岡市男女共同参画審議会 会議録
+事務局：長岡市市民協働部人権・男女共同参画課
+1　開催日時　令和6年11月5日（火）午前10時から正午まで
+2　開催場所　長岡市役所アオーレ長岡大会議室
+3　出席者　委員　星野　由紀（会長）、丸山　一樹、西村　彩、
+野口　拓也
+事務局　人権・男女共同参画課長　桑原　徹、遠藤　里美
+4　議題
+（1）第5次男女共同参画計画の進捗状況について
+5　次回開催　令和7年2月10日
+"""
+
+JIREI = """辞　令
+佐々木　陽介
+教育委員会事務局学校教育課主事に補する
+令和七年四月一日
+長岡市長　磯田　達伸
+"""
+
+HYOSHO = """表彰状
+小川　美穂　様
+あなたは永年にわたり民生委員として地域福祉の向上に尽力されました
+よってここに表彰します
+令和六年十一月三日
+新潟県知事　花角　英世
+"""
+
+EXPECTED = {
+    "tsuchi": (LETTER_TSUCHI, dict(
+        document_type="通知", title="令和８年度学校給食費の改定及び徴収方法の変更について（通知）",
+        document_number="教委第１号の２", document_date=dt.date(2025, 12, 9), document_date_text="令和７年１２月９日",
+        issuer="長岡市教育委員会教育長　佐藤　一郎", addressee="各小中学校長", fiscal_year=2025, amount=None,
+        counterparty=None)),
+    "shokai": (LETTER_SHOKAI, dict(
+        document_type="照会", title="公共施設の耐震化状況に関する調査について（照会）", document_number="7新総第12号",
+        document_date=dt.date(2019, 5, 1), document_date_text="令和元年五月一日", issuer="新発田市総務部長",
+        addressee="新潟県総務部長", fiscal_year=2019)),
+    "kaito": (LETTER_KAITO, dict(
+        document_type="回答", title="職員研修の実施状況について（回答）", document_number="総務第56号",
+        document_date=dt.date(2019, 3, 31), document_date_text="平成31年3月31日", issuer="長岡市総務部長　高橋　修",
+        addressee="長岡市長", fiscal_year=2018)),
+    "hokoku": (LETTER_HOKOKU, dict(
+        document_type="報告", title="令和6年度上半期の防災訓練実施結果について（報告）", document_number="長岡市総務第56号",
+        document_date=dt.date(2024, 10, 1), issuer="長岡市長　磯田 達伸", addressee="新潟県知事", fiscal_year=2024)),
+    "irai": (LETTER_IRAI, dict(
+        document_type="依頼", title="地域防災訓練への参加について（依頼）", document_number="第123号",
+        document_date=dt.date(2025, 6, 2), document_date_text="2025年6月2日", issuer="長岡市市民協働部長",
+        addressee="長岡市自治会連合会長")),
+    "contract": (CONTRACT, dict(
+        document_type="契約書", title="工事請負契約書", document_number="R7-土木-0042",
+        document_date=dt.date(2025, 5, 28), document_date_text="令和7年5月28日", issuer="長岡市長　磯田　達伸",
+        addressee=None, fiscal_year=2025, amount=12_345_000, counterparty="有限会社北越舗道")),
+    "invoice": (INVOICE, dict(
+        document_type="請求書", title="請　求　書", document_number="2511-203", document_date=dt.date(2025, 11, 20),
+        document_date_text="2025年11月20日", issuer="合同会社みどり造園", addressee="長岡市長", fiscal_year=2025,
+        amount=1_200_000, counterparty="合同会社みどり造園")),
+    "application": (APPLICATION, dict(
+        document_type="申請書", title="道路占用許可申請書", document_number=None, document_date=dt.date(2025, 4, 15),
+        document_date_text="令和７年４月１５日", issuer="渡部　恵美子", addressee="長岡市長", fiscal_year=2025,
+        amount=None, counterparty=None)),
+    "minutes": (MINUTES, dict(
+        document_type="議事録", title="令和6年度第2回長岡市男女共同参画審議会 会議録", document_number=None,
+        document_date=dt.date(2024, 11, 5), document_date_text="令和6年11月5日",
+        issuer="長岡市市民協働部人権・男女共同参画課", addressee=None, fiscal_year=2024)),
+    "jirei": (JIREI, dict(
+        document_type="辞令", title="辞　令", document_date=dt.date(2025, 4, 1), document_date_text="令和七年四月一日",
+        issuer="長岡市長　磯田　達伸", addressee="佐々木　陽介", fiscal_year=2025, document_number=None)),
+    "hyosho": (HYOSHO, dict(
+        document_type="表彰状", title="表彰状", document_date=dt.date(2024, 11, 3), document_date_text="令和六年十一月三日",
+        issuer="新潟県知事　花角　英世", addressee="小川　美穂", fiscal_year=2024)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fields_of_each_document_type(name: str) -> None:
+    text, want = EXPECTED[name]
+    md = extract_metadata(text)
+    got = {k: getattr(md, k) for k in want}
+    assert got == want
+    # every field found carries evidence pointing at a real line holding it
+    for fname in want:
+        if want[fname] is None or fname in ("document_type", "fiscal_year"):
+            continue
+        ev = md.evidence.get(fname)
+        assert ev is not None, fname
+        page_lines = text.split("\f")[ev.page].split("\n") if ev.line is not None else None
+        if page_lines is not None:
+            assert page_lines[ev.line].strip() == ev.text
+        assert 0 < ev.confidence <= 1
+
+
+def test_amount_and_counterparty_only_on_contracts_and_invoices() -> None:
+    text = LETTER_TSUCHI.replace("２　改定額　　月額４，８００円", "２　契約金額　金4,800,000円")
+    md = extract_metadata(text)
+    assert md.amount is None and md.counterparty is None
+
+
+@pytest.mark.parametrize("text,yen", [
+    ("¥710,443－（税込）", 710443), ("金31,195,800円", 31195800), ("一金壱百万円也", 1_000_000),
+    ("金　１２，３４５円", 12345), ("￥ 1,200,000-", 1_200_000), ("一金壱百弐拾参万四千五百六拾七円也", 1_234_567),
+])
+def test_parse_amount(text: str, yen: int) -> None:
+    assert parse_amount(text) == yen
+
+
+def test_title_with_subject_label() -> None:
+    text = "総第8号\n令和7年1月6日\n各課長　様\n総務課長\n件名：文書管理システムの停止について\n標記のことについて、お知らせします。\n"
+    md = extract_metadata(text)
+    assert md.title == "文書管理システムの停止について"
+    assert md.issuer == "総務課長"
+    assert md.addressee == "各課長"
+
+
+def test_unrecognisable_document_is_other() -> None:
+    md = extract_metadata("メモ\n会議室の鍵は守衛室にあります。\n")
+    assert md.document_type == "その他"
+    assert md.document_date is None
+
+
+def test_empty_text_gives_empty_metadata() -> None:
+    assert extract_metadata("").document_type is None
+    assert extract_metadata("\f\f").model_dump(exclude={"evidence"}) == {k: None for k in (
+        "document_type", "title", "document_number", "document_date", "document_date_text", "issuer", "addressee",
+        "fiscal_year", "amount", "counterparty")}
+
+
+# --- OCR noise ---------------------------------------------------------------------
+
+def _noisy(text: str, seed: int) -> str:
+    """Spaces between characters, full/half-width swaps and typical misreadings."""
+    rng = random.Random(seed)
+    subs = {"第": "築", "号": "兮", "日": "曰", "一": "ー", "工": "エ"}
+    out = []
+    for ch in text:
+        if ch in "\n\f":
+            out.append(ch)
+            continue
+        if ch in subs and rng.random() < 0.3:
+            ch = subs[ch]
+        elif ch.isascii() and ch.isalnum() and rng.random() < 0.3:
+            ch = chr(ord(ch) + 0xFEE0)
+        out.append(ch)
+        if rng.random() < 0.1:
+            out.append(rng.choice([" ", "\u3000"]))
+    return "".join(out)
+
+
+def _n(v: object) -> object:
+    return re.sub(r"\s", "", unicodedata.normalize("NFKC", v)) if isinstance(v, str) else v
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fields_survive_ocr_noise(name: str, seed: int) -> None:
+    text, want = EXPECTED[name]
+    noisy = _noisy(text, seed * 101 + len(name))
+    md = extract_metadata(noisy)
+    for k, v in want.items():
+        assert _n(getattr(md, k)) == _n(v), (k, noisy)
+
+
+def test_ocr_fix_is_length_preserving_and_targeted() -> None:
+    assert ocr_fix("柴田健ー") == "柴田健一"
+    assert ocr_fix("株式会社アサヒ設備エ 業") == "株式会社アサヒ設備工 業"
+    assert ocr_fix("築4回") == "第4回" and ocr_fix("築40年の庁舎") == "築40年の庁舎"
+    assert ocr_fix("コピー用紙") == "コピー用紙" and ocr_fix("エネルギー") == "エネルギー"
+    s = "平成三十ー年ー月一曰 新総築12兮"
+    assert len(ocr_fix(s)) == len(s)
+
+
+# --- OCR pages with line boxes --------------------------------------------------------
+
+def _page(lines: list[tuple[str, tuple[int, int, int, int]]], conf: float = 90.0) -> Page:
+    return Page(index=0, dpi=300, width_px=2480, height_px=3508, text="\n".join(t for t, _ in lines),
+                lines=[Line(text=t, bbox=b, confidence=conf) for t, b in lines])
+
+
+def test_layout_boxes_decide_issuer_and_wrapped_title() -> None:
+    # issuer over two right-aligned lines; the title wrapped over two centred lines; the
+    # first title line alone looks like an office name, so only the layout tells them apart
+    page = _page([
+        ("総第77号", (1900, 300, 2200, 360)),
+        ("令和7年7月7日", (1800, 380, 2200, 440)),
+        ("各部局長　様", (250, 520, 700, 580)),
+        ("長岡市総務部", (1700, 640, 2200, 700)),
+        ("総務課長　山崎　亮", (1650, 720, 2200, 780)),
+        ("長岡市文書取扱規程等の一部改正に伴う事務処理要領改定委員会", (330, 900, 2150, 960)),
+        ("の設置について（通知）", (900, 980, 1580, 1040)),
+        ("標記のことについて、下記のとおり通知します。", (250, 1100, 2200, 1160)),
+    ], conf=80.0)
+    md = extract_metadata(page.text, pages=[page])
+    assert md.title == "長岡市文書取扱規程等の一部改正に伴う事務処理要領改定委員会の設置について（通知）"
+    assert md.issuer == "総務課長　山崎　亮"
+    assert md.addressee == "各部局長"
+    assert md.document_date == dt.date(2025, 7, 7)
+    ev = md.evidence["issuer"]
+    assert (ev.page, ev.line, ev.text) == (0, 4, "総務課長　山崎　亮")
+    assert ev.confidence <= 0.8  # scaled by the OCR line confidence
+
+
+def test_pages_keep_their_index_for_evidence() -> None:
+    blank = Page(index=0, dpi=300, width_px=2480, height_px=3508, blank=True)
+    page = Page(index=1, dpi=300, width_px=2480, height_px=3508, text=LETTER_KAITO)
+    md = extract_metadata("", pages=[blank, page])
+    assert md.document_number == "総務第56号"
+    assert md.evidence["document_number"].page == 1
+
+
+# --- document types are data ------------------------------------------------------------
+
+def test_default_document_types_load() -> None:
+    cat = load_document_types()
+    assert cat.names == ["通知", "依頼", "照会", "回答", "報告", "契約書", "申請書", "請求書", "議事録", "辞令", "表彰状", "その他"]
+
+
+def test_municipality_can_add_a_type(tmp_path: Path) -> None:
+    data = yaml.safe_load(DOCUMENT_TYPES_PATH.read_text("utf-8"))
+    data["types"].insert(0, {"name": "復命書", "layout": "letter", "titles": ["復命書$"], "cues": ["復命します"]})
+    p = tmp_path / "types.yaml"
+    p.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    text = "令和7年8月1日\n長岡市長　様\n総務課主査　原田　誠\n出張復命書\n下記のとおり復命します。\n"
+    res = extract_from_text(text, types=p)
+    assert res.metadata.document_type == "復命書"
+    assert res.metadata.title == "出張復命書"
+    assert res.retention is not None and res.retention.rule == "default"  # no schedule rule for it yet
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"name": "復命書", "layout": "memo", "titles": ["復命書$"]}, r"types\[0\] \(復命書\): layout 'memo'"),
+    ({"name": "復命書", "layout": "letter", "titles": ["復命書($"]}, r"types\[0\] \(復命書\): titles\[0\] .* not a valid"),
+    ({"name": "復命書", "layout": "letter"}, r"types\[0\] \(復命書\): needs at least one"),
+    ({"layout": "letter", "titles": ["x"]}, r"types\[0\]: 'name' is missing"),
+    ({"name": "通知", "layout": "letter", "suffixes": ["通知"], "colour": "red"}, r"unknown keys \['colour'\]"),
+])
+def test_document_types_validation_names_the_entry(entry: dict, message: str) -> None:
+    with pytest.raises(DocumentTypesError, match=message):
+        parse_document_types({"version": 1, "types": [entry]}, "types.yaml")
+
+
+def test_duplicate_type_is_refused() -> None:
+    t = {"name": "通知", "layout": "letter", "suffixes": ["通知"]}
+    with pytest.raises(DocumentTypesError, match=r"types\[1\] \(通知\): duplicate"):
+        parse_document_types({"types": [t, t]})
+
+
+# --- the samples ---------------------------------------------------------------------
+
+def _samples() -> list[dict]:
+    if not SAMPLES.is_dir():
+        pytest.skip("../shared/samples is not available")
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(SAMPLES.glob("*.truth.json"))]
+
+
+def _norm_field(name: str, v: object) -> object:
+    if v is None:
+        return None
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if name in ("fiscal_year", "amount"):
+        return int(v)  # type: ignore[arg-type]
+    s = _n(str(v))
+    if name in ("issuer", "addressee", "counterparty"):
+        s = re.sub(r"(御中|様|殿)$", "", s)
+    return s or None
+
+
+def test_samples_all_fields_exact() -> None:
+    failures = []
+    for t in _samples():
+        text = "\f".join(p["text"] for p in t["pages"])
+        md = extract_metadata(text)
+        for k, v in t["metadata"].items():
+            if _norm_field(k, v) != _norm_field(k, getattr(md, k)):
+                failures.append((t["id"], k, v, getattr(md, k)))
+    assert failures == []
+
+
+def test_build_doc_splits_pages_and_keeps_line_numbers() -> None:
+    doc = build_doc("a\n\nb\fc")
+    assert [[(ln.page, ln.index, ln.raw) for ln in p] for p in doc.pages] == [[(0, 0, "a"), (0, 2, "b")], [(1, 0, "c")]]
