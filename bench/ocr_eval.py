@@ -78,8 +78,14 @@ def clean_gray(img: Image.Image) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def prepared_from_truth(img: Image.Image, truth_page: dict, index: int) -> PreparedPage:
-    """Upright with the true rotation (counter-clockwise), straight with the true skew (clockwise)."""
+def prepared_from_truth(img: Image.Image, truth_page: dict, index: int, clean: str = "simple") -> PreparedPage:
+    """Upright with the true rotation (counter-clockwise), straight with the true skew (clockwise).
+
+    ``clean="simple"`` makes the reading copy here (gray, red dropped, tone evened, at
+    the scan's resolution, ocr_scale 1); ``clean="prepare"`` uses the pipeline's own
+    processors.prepare.make_ocr_image (also scaled to 300 dpi, so ocr_scale != 1 on
+    200 and 400 dpi scans).
+    """
     img = img.convert("RGB") if img.mode not in ("L", "RGB") else img
     rot = int(truth_page["rotation_deg"]) % 360
     if rot:
@@ -88,12 +94,19 @@ def prepared_from_truth(img: Image.Image, truth_page: dict, index: int) -> Prepa
     if skew:
         fill = 255 if img.mode == "L" else (255, 255, 255)
         img = img.rotate(-skew, resample=Image.BICUBIC, expand=False, fillcolor=fill)
+    dpi = int(truth_page.get("dpi") or 300)
+    if clean == "prepare":
+        from processors.prepare import make_ocr_image
+
+        ocr_image, scale = make_ocr_image(img, dpi)
+    else:
+        ocr_image, scale = clean_gray(img), 1.0
     return PreparedPage(
         index=index,
         archive_image=img,
-        ocr_image=clean_gray(img),
-        ocr_scale=1.0,
-        dpi=int(truth_page.get("dpi") or 300),
+        ocr_image=ocr_image,
+        ocr_scale=scale,
+        dpi=dpi,
         rotation_deg=rot,
         skew_deg=skew,
         writing_mode=truth_page["writing_mode"],
@@ -101,14 +114,46 @@ def prepared_from_truth(img: Image.Image, truth_page: dict, index: int) -> Prepa
     )
 
 
-def _work(job: tuple[str, str, int, str]) -> dict:
-    samples, doc_id, index, engine_name = job
-    from processors.ocr import get_engine
+_BUILT: dict = {}
+
+
+def make_engine(spec: str):
+    """``name`` or ``name:key=value,key=value`` (e.g. ``rapidocr:det_max_side=1280``) -> engine.
+
+    Plain names come from processors.ocr.get_engine; options build a fresh instance of
+    the engine class so variants can be compared in one run.
+    """
+    from processors import ocr
+
+    if spec in _BUILT:
+        return _BUILT[spec]
+    if ":" not in spec:
+        eng = ocr.get_engine(spec)
+    else:
+        name, opts = spec.split(":", 1)
+        kwargs = {}
+        for kv in opts.split(","):
+            k, v = kv.split("=", 1)
+            try:
+                kwargs[k] = int(v)
+            except ValueError:
+                try:
+                    kwargs[k] = float(v)
+                except ValueError:
+                    kwargs[k] = v
+        cls = {"tesseract": ocr.TesseractEngine, "rapidocr": ocr.RapidOcrEngine, "auto": ocr.AutoEngine}[name]
+        eng = cls(**kwargs)
+    _BUILT[spec] = eng
+    return eng
+
+
+def _work(job: tuple[str, str, int, str, str]) -> dict:
+    samples, doc_id, index, engine_name, clean = job
 
     truth = json.loads((Path(samples) / f"{doc_id}.truth.json").read_text(encoding="utf-8"))
     img = decode_pages(Path(samples) / truth["file"])[index]
-    page = prepared_from_truth(img, truth["pages"][index], index)
-    engine = get_engine(engine_name)
+    page = prepared_from_truth(img, truth["pages"][index], index, clean)
+    engine = make_engine(engine_name)
     import resource
 
     def cpu() -> float:
@@ -123,9 +168,7 @@ def _work(job: tuple[str, str, int, str]) -> dict:
 
 def _warm(engine_name: str) -> None:
     """Load models once per worker so the first page does not pay for it."""
-    from processors.ocr import get_engine
-
-    eng = get_engine(engine_name)
+    eng = make_engine(engine_name)
     blank = np.full((64, 256), 255, np.uint8)
     page = PreparedPage(0, Image.fromarray(blank), blank, 1.0, 300, 0, 0.0, "horizontal", False)
     try:
@@ -143,9 +186,11 @@ def _init(engines: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
-    ap.add_argument("--engines", default="tesseract,rapidocr,auto")
+    ap.add_argument("--engines", default="tesseract,rapidocr,auto", help="comma-separated; name or name:key=value,... (use ';' between specs with options)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--docs", default="", help="comma-separated document ids (default: all)")
+    ap.add_argument("--clean", choices=("simple", "prepare"), default="simple",
+                    help="reading copy: simple (here, ocr_scale 1) or prepare (processors.prepare.make_ocr_image)")
     ap.add_argument("--dump", type=Path, default=None, help="write every engine's page text here")
     ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args(argv)
@@ -153,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.samples.is_dir():
         print(f"no samples at {args.samples}", file=sys.stderr)
         return 2
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    sep = ";" if ";" in args.engines or ":" in args.engines else ","
+    engines = [e.strip() for e in args.engines.split(sep) if e.strip()]
     want = {d.strip() for d in args.docs.split(",") if d.strip()}
     truths = []
     for tp in sorted(args.samples.glob("*.truth.json")):
@@ -162,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         truths.append(t)
     jobs = [
-        (str(args.samples), t["id"], i, e)
+        (str(args.samples), t["id"], i, e, args.clean)
         for e in engines
         for t in truths
         for i, p in enumerate(t["pages"])

@@ -27,5 +27,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[dev,rapidocr]"
+"$VENV/bin/python" -m pip install -q -e ".[dev]"
 echo "kiroku: installed into $VENV"

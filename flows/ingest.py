@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+import cv2
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -22,6 +23,7 @@ from prefect.tasks import exponential_backoff
 
 from kiroku import wiring
 from kiroku.config import Settings, load_settings
+from kiroku.runtime import start_ephemeral_server_once
 from processors import document, inbox
 from processors.pages import LoadedDocument, PreparedPage, SourcePage
 from schemas.record import Page, Record
@@ -30,6 +32,7 @@ from schemas.record import Page, Record
 # single-threaded here (OMP_THREAD_LIMIT=1), so more would only make pages wait.
 OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+cv2.setNumThreads(1)  # pages already run one per core; OpenCV's own threads would only compete
 
 
 def _document_run_name() -> str:
@@ -175,7 +178,7 @@ def ingest_many(paths: list[Path], department: str | None, *, move_source: bool 
                 workers: int | None = None, on_done: Callable[[Path, dict | BaseException], None] | None = None) -> list:
     """Run one ingest-document flow per scan, a few at once; pages share the OCR slots."""
     workers = workers or max(1, os.cpu_count() or 1)
-    results: list = []
+    start_ephemeral_server_once()
 
     def one(p: Path):
         try:

@@ -32,6 +32,10 @@ class InboxWatcher:
         self.use_deployment = use_deployment
         self._seen: dict[Path, tuple[inbox.FileState, float]] = {}
         self._submitted: dict[Path, inbox.FileState] = {}
+        if not use_deployment:
+            from kiroku.runtime import start_ephemeral_server_once
+
+            start_ephemeral_server_once()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest")
         self.failures: list[tuple[Path, str]] = []
         self.completed: list[tuple[Path, dict]] = []

@@ -6,6 +6,7 @@ has pointed it at var/prefect and the right server.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -184,7 +185,7 @@ def search(
         date_from=from_.date() if from_ else None, date_to=to.date() if to else None,
         fiscal_year=fiscal_year, department=department, limit=limit)
     if as_json:
-        print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False, indent=1, default=str))
+        print(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False, indent=1, default=str))
         return
     if not hits:
         err.print("no records found")
@@ -295,9 +296,8 @@ def services_up() -> None:
     """Start the embedded S3 and Prefect server in the background; returns once they answer."""
     from kiroku import services
 
-    settings = _settings()
-    for line in services.up(settings):
-        err.print(line)
+    for st in services.up(_settings()):
+        err.print(st.describe())
 
 
 @services_app.command("down")
@@ -305,8 +305,8 @@ def services_down() -> None:
     """Stop the embedded services (safe to repeat)."""
     from kiroku import services
 
-    for line in services.down(_settings()):
-        err.print(line)
+    for st in services.down(_settings()):
+        err.print(st.describe())
 
 
 @services_app.command("status")
@@ -317,7 +317,7 @@ def services_status() -> None:
     running = True
     for st in services.status(_settings()):
         running &= st.running
-        err.print(str(st))
+        err.print(st.describe())
     raise typer.Exit(0 if running else 3)
 
 

@@ -44,7 +44,7 @@ class Settings:
     catalog_url: str | None = None  # None: SQLite under home
     prefect_port: int = 4200
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEED_PORTS))
-    ocr_engine: str = "tesseract"
+    ocr_engine: str = "rapidocr"  # measured best (bench/ocr_eval.py); tesseract and auto on request
     ocr_concurrency: int = 0  # 0: one per core
     max_image_pixels: int = 200_000_000
     default_dpi: int = 300

@@ -46,3 +46,20 @@ def prepare_prefect(settings: Settings, *, require_server: bool = False) -> str 
         raise RuntimeError(f"no Prefect server answers at {url}; start it with `kiroku services up`")
     os.environ.pop("PREFECT_API_URL", None)
     return None
+
+
+def start_ephemeral_server_once() -> None:
+    """In ephemeral mode, start Prefect's temporary server now, from this one thread.
+
+    Prefect starts it lazily on a flow's first API call; when several flows start at
+    once in threads (a batch, the watcher) each can start its own, and only one of
+    them is stopped at exit: the others live on as orphaned server processes.
+    Starting it once up front makes every later call reuse it.
+    """
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    SubprocessASGIServer().start()

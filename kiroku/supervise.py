@@ -37,39 +37,32 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
-    """Run until Ctrl-C (or SIGTERM); returns the exit code."""
+    """Run until Ctrl-C (or SIGTERM); returns the exit code. Stops only what it started."""
     from kiroku import services
     from kiroku.runtime import prepare_prefect
 
-    started = services.up(settings)
-    for line in started.messages:
-        echo(line)
-    api = prepare_prefect(settings, require_server=True)
-    worker = _start_worker(settings)
-    stop = threading.Event()
+    echo("kiroku: starting the embedded services (the first start takes about half a minute)…")
+    with services.running_services(settings) as statuses:
+        for st in statuses:
+            echo(st.describe())
+        api = prepare_prefect(settings, require_server=True)
+        worker = _start_worker(settings)
+        settings.inbox.mkdir(parents=True, exist_ok=True)
+        ui = api.removesuffix("/api")
+        echo("")
+        echo("kiroku is running.")
+        echo(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
+        echo(f"  Watch the flows   {ui}")
+        echo("  Search            .venv/bin/kiroku search 契約      (or: .venv/bin/kiroku search --help)")
+        echo(f"  Done / problems   {settings.done_dir}  /  {settings.quarantine_dir}")
+        echo("  Ctrl-C stops everything.")
+        from flows.watch import watch_inbox
 
-    def on_signal(signum, frame) -> None:  # noqa: ANN001
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    settings.inbox.mkdir(parents=True, exist_ok=True)
-    ui = api.removesuffix("/api")
-    echo("")
-    echo("kiroku is running.")
-    echo(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
-    echo(f"  Watch the flows   {ui}")
-    echo("  Search            .venv/bin/kiroku search 契約      (or: kiroku search --help)")
-    echo(f"  Archive lies in   s3://{settings.bucket} at {settings.s3_url}")
-    echo("  Ctrl-C stops everything.")
-    from flows.watch import watch_inbox
-
-    try:
-        watch_inbox(settings, use_deployment=True, stop=stop)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        echo("stopping…")
-        _stop(worker)
-        for line in services.down(settings, only=started.started).messages:
-            echo(line)
+        try:
+            watch_inbox(settings, use_deployment=True, stop=threading.Event())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            echo("stopping…")
+            _stop(worker)
     return 0

@@ -161,6 +161,11 @@ _SP = r"[ \t\u3000]*"  # OCR and typesetting put spaces anywhere; never across l
 _NUMCH = "0-9０-９〇○零一二三四五六七八九十壱弐参拾廿卅ー"  # ー: OCR's reading of 一
 _NUM = f"[{_NUMCH}](?:{_SP}[{_NUMCH}]){{0,4}}"
 _ERA_NAMES = "|".join(f"{n[0]}{_SP}{n[1]}" for n in ("令和", "平成", "昭和", "大正", "明治")) + "|㋿|㍻|㍼|㍽|㍾"
+# era names as OCR misreads them (令利, 今和, 平戌); only used where a full 年月日 follows
+_ERA_OCR = {"令": "令今合", "和": "和利私", "平": "平", "成": "成戌威", "昭": "昭", "明": "明", "治": "治冶"}
+_ERA_NAMES_OCR = "|".join(f"[{_ERA_OCR.get(n[0], n[0])}]{_SP}[{_ERA_OCR.get(n[1], n[1])}]"
+                          for n in ("令和", "平成", "昭和", "明治")) + "|" + _ERA_NAMES
+_ERA_FIX = {"今": "令", "合": "令", "利": "和", "私": "和", "戌": "成", "威": "成", "冶": "治"}
 # 日 and its OCR misreadings (曰 目 晶 口); a day number at the end of the line or before the
 # weekday （月） is a date even when OCR lost the 日
 _DAY = r"(?:[日曰目晶]|口(?![0-9０-９])|(?=[ \t\u3000]*(?:$|[(（][ \t\u3000]*[月火水木金土日])))"
@@ -170,7 +175,7 @@ _D4 = r"[0-9０-９]{4}"
 _D4S = rf"[0-9０-９](?:{_SP}[0-9０-９]){{3}}"  # a year with OCR's stray spaces: ２ 025
 
 _ERA_RE = re.compile(
-    rf"(?P<era>{_ERA_NAMES}){_SP}(?P<y>元|{_NUM}){_SP}年{_SP}(?P<m>{_NUM}){_SP}月{_SP}(?P<d>{_NUM}){_SP}{_DAY}")
+    rf"(?P<era>{_ERA_NAMES_OCR}){_SP}(?P<y>元|{_NUM}){_SP}年{_SP}(?P<m>{_NUM}){_SP}月{_SP}(?P<d>{_NUM}){_SP}{_DAY}")
 _ABBR_RE = re.compile(
     rf"(?<![A-Za-zＡ-Ｚａ-ｚ0-9０-９])(?P<era>{_ERA_NAMES}|[MTSHRmtshrＭＴＳＨＲｍｔｓｈｒ令平昭大明]){_SP}\.?{_SP}(?P<y>{_D12}|元)"
     rf"{_SP}{_SEP}{_SP}(?P<m>{_D12}){_SP}{_SEP}{_SP}(?P<d>{_D12})(?![0-9０-９])")
@@ -192,6 +197,10 @@ def _num(s: str) -> int:
 
 def _era_of(token: str) -> str:
     token = re.sub(r"\s", "", token)
+    if len(token) == 2:
+        token = "".join(_ERA_FIX.get(c, c) for c in token)
+        if token == "令成" or token not in _BY_NAME:  # mixed-up pairs are not eras
+            raise DateError(f"unknown era {token!r}")
     token = unicodedata.normalize("NFKC", token) if token not in _ABBREV else token
     if token in _BY_NAME:
         return token
@@ -227,6 +236,10 @@ class DateMatch:
         """The expression as printed, with the OCR misreadings the finder tolerated undone
         (曰/目/晶 -> 日, a lost 日 restored, ー used as the numeral 一), no outer spaces."""
         t = self.text.strip()
+        if self.kind == "era":
+            m = re.match(r"([令今合平昭大明])([ \t\u3000]*)([和利私成戌威正治冶])", t)
+            if m:
+                t = _ERA_FIX.get(m[1], m[1]) + m[2] + _ERA_FIX.get(m[3], m[3]) + t[m.end():]
         if self.kind in ("era", "west"):
             t = re.sub(r"[曰目晶口]$", "日", t)
             if not t.endswith("日"):

@@ -670,8 +670,8 @@ def _pdf_pages(pikepdf, pdf, path: Path, name: str, max_pixels: int, default_dpi
             )
         if scan.has_text or (scan.paints and not candidates):
             raise InputError(
-                f"{name}{where}: the page has no scanned image; it is a born-digital PDF (typed text or vector "
-                "drawing). Born-digital PDFs are not OCR'd; archive it as an electronic record."
+                f"{name}{where}: the page has no scanned image; born-digital PDFs are not OCR'd (this page is "
+                "typed text or a vector drawing). Archive it as an electronic record instead."
             )
         if not candidates:
             # Nothing painted at all (no /Contents, or only marked-content brackets):

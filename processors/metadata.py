@@ -77,6 +77,7 @@ class DocType:
     titles: tuple[re.Pattern[str], ...] = ()
     cues: tuple[re.Pattern[str], ...] = ()
     amount: bool = False
+    canonical_title: str | None = None  # the fixed name of a form (請求書), to recognise a garbled title
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def parse_document_types(data: Any, source: str = "<data>") -> TypeCatalog:
         raise DocumentTypesError(f"{source}: fallback_layout {fallback_layout!r} is not one of {', '.join(LAYOUTS)}")
     types: list[DocType] = []
     seen: set[str] = set()
-    allowed = {"name", "layout", "suffixes", "titles", "cues", "amount"}
+    allowed = {"name", "layout", "suffixes", "titles", "cues", "amount", "canonical_title"}
     for i, e in enumerate(entries):
         where = f"{source}: types[{i}]"
         if not isinstance(e, dict):
@@ -156,8 +157,13 @@ def parse_document_types(data: Any, source: str = "<data>") -> TypeCatalog:
         amount = e.get("amount", False)
         if not isinstance(amount, bool):
             raise DocumentTypesError(f"{where}: amount must be true or false")
+        canonical = e.get("canonical_title")
+        if canonical is not None and (not isinstance(canonical, str) or not canonical.strip()):
+            raise DocumentTypesError(f"{where}: canonical_title must be a non-empty string")
+        if canonical is not None:
+            canonical = "".join(unicodedata.normalize("NFKC", canonical).split())
         types.append(DocType(name, layout, tuple(unicodedata.normalize("NFKC", s) for s in suffixes),
-                             titles, cues, amount))
+                             titles, cues, amount, canonical))
     return TypeCatalog(tuple(types), DocType(fallback_name, fallback_layout), source)
 
 
@@ -209,8 +215,9 @@ _DAI_MISREAD = re.compile(r"[築茅苐](?=[\s\u3000]*[0-9０-９〇一二三四�
 
 # specks, seal and punch-hole remnants that OCR appends to a line after a wide gap ("殿      RE",
 # "@      記", "石田 由美子|"): ASCII letters/symbols only, never digits
-_JUNK_TAIL = re.compile(r"(?:[ \t\u3000]{2,}[A-Za-z!-/:-@\[-`{-~]{1,4}|[|｜│┃]+)[ \t\u3000]*$")
-_JUNK_HEAD = re.compile(r"^[ \t\u3000]*(?:[!-/:-@\[-`{-~]{1,3}[ \t\u3000]{2,}|[|｜│┃]+)")
+_JUNK_TAIL = re.compile(r"(?:[ \t\u3000]{2,}[A-Za-z!-/:-@\[-`{-~]{1,4}|[|｜│┃]+"
+                        r"|[ \t\u3000]{4,}[^\s\d\u3400-\u9fff]{1,6}|[ \t\u3000]{3,}[\d!-/:-@]{1,2})[ \t\u3000]*$")
+_JUNK_HEAD = re.compile(r"^[ \t\u3000]*(?:[!-/:-@\[-`{-~「」『』]{1,3}[ \t\u3000]{2,}|[-_\]\[|｜│┃」「『』~^`'\"\\/@<>、。]{1,3}[ \t\u3000]+|[|｜│┃]+)")
 
 
 def _blank_junk(s: str) -> str:
@@ -220,6 +227,10 @@ def _blank_junk(s: str) -> str:
         if m and m.group(0).strip() and len(m.group(0).strip()) < len(s.strip()):
             s = s[: m.start()] + " " * (m.end() - m.start()) + s[m.end():]
     return s
+
+
+# 様 / 殿 closing an address line, misread (盛岡市長 欄): only as the last character after a space
+_HONORIFIC_MISREAD = re.compile(r"((?:[\u3400-\u9fff])[ \t\u3000]+)([欄椋榛樣檬殴毀殷務服])([ \t\u3000]*)$")
 
 
 def ocr_fix(s: str) -> str:
@@ -233,6 +244,7 @@ def ocr_fix(s: str) -> str:
     """
     s = s.replace("曰", "日").replace("兮", "号")
     s = _DAI_MISREAD.sub("第", s)
+    s = _HONORIFIC_MISREAD.sub(lambda m: m.group(1) + ("殿" if m.group(2) in "殴毀殷務服" else "様") + m.group(3), s)
     chars = list(s)
     solid = [i for i, c in enumerate(chars) if not c.isspace()]  # neighbours skip OCR's stray spaces
     for n, i in enumerate(solid):
@@ -279,7 +291,7 @@ class TLine:
 
     def __post_init__(self) -> None:
         self.printed = self.raw.rstrip("\r\n")
-        self.raw = _blank_junk(ocr_fix(self.printed))
+        self.raw = ocr_fix(_blank_junk(self.printed))
         self.key, self.pos = _key_and_map(self.raw)
 
     def span(self, a: int, b: int | None = None) -> str:
@@ -371,11 +383,15 @@ def _as_doc(text_or_doc: str | Doc, pages: list[Page] | None) -> Doc:
 
 # list numbering in front of a label: 1 / １ / (1) / ① / 一 / 第1
 _NUMBERING = re.compile(r"^(?:\d{1,2}(?![\d,])[.．、)]?|\(\d{1,2}\)|[①-⑳]|[一二三四五六七八九十]{1,2}[、.．]|[ア-ン][.．、)])")
-_HONORIFIC = re.compile(r"^(?P<v>.*?\S)[\s\u3000]*(?:御中|様|殿|さま|宛)[\s\u3000]*$")
-_SEAL_ONLY = re.compile(r"^[(\[]?(?:公印省略|公印略|印|㊞|押印省略)[)\]]?$")
+# 様/殿/御中 closing the line, possibly followed (after a wide gap) by seal debris without kanji
+_HONORIFIC = re.compile(r"^(?P<v>.*?\S)[\s\u3000]*(?:御中|様|殿|さま|宛)"
+                        r"(?:[\s\u3000]*$|[\s\u3000]{2,}[^\u3400-\u9fff\s]{1,10}$)")
+_SEAL_ONLY = re.compile(r"^.{0,2}[(\[]?(?:公印省略|公印略|印|㊞|押印省略)[)\]]?.{0,3}$")
 _SEAL_TAIL = re.compile(r"[\s\u3000]*(?:[（(\[]?(?:公印省略|印|㊞)[）)\]]?)$")
 _PAGE_NO = re.compile(r"^[-－ー―−‐]?\(?\d{1,3}\)?[-－ー―−‐]?$|^\d+/\d+$|^[-‐−]\d+[-‐−]$")
-_OFFICE = r"(?:知事|[都道府県市区町村]長|教育長|議長|委員長|理事長|会長|社長|院長|校長|館長|所長|局長|部長|課長|室長|署長|センター長|事務局長|管理者|長)"
+# office titles; never a bare 長, which starts 長野・長崎・長岡
+_OFFICE = (r"(?:知事|[都道府県市区町村]長|教育長|議長|委員長|理事長|会長|社長|院長|校長|館長|所長|局長|部長|課長|室長|署長|"
+           r"園長|係長|班長|場長|庁長|本部長|支店長|店長|組合長|団長|センター長|事務局長|管理者)")
 _ORG = r"(?:委員会|事務局|センター|協議会|組合|[都道府県市区町村]|課|部|局|室|所|署|館)"
 _ISSUER_LIKE = re.compile(rf"(?:{_OFFICE}|{_ORG})(?:.{{0,9}})$")
 _TITLE_LIKE = re.compile(r"(について|につい$|に係る|に関する|に伴う|における|に対する|のための|の実施|の開催|の結果|の提出|"
@@ -400,7 +416,8 @@ def _no_honorific(raw: str) -> str:
 
 
 def _has_honorific(ln: TLine) -> bool:
-    return bool(re.search(r"(?:御中|様|殿|さま)$", ln.key)) and len(ln.key) > 2
+    m = _HONORIFIC.match(ln.raw.strip())
+    return bool(m) and len(_key_and_map(m["v"])[0]) >= 2 and not m["v"].rstrip().endswith(("宛", "様", "殿"))
 
 
 def _clean_issuer(raw: str) -> str:
@@ -432,7 +449,7 @@ TITLE_REGION = 14  # title lines sit near the top of the first page
 class TitleHit:
     doctype: DocType
     line: TLine
-    kind: str  # suffix | title | subject
+    kind: str  # suffix | title | subject | fuzzy
     value_from: int = 0  # key offset where the title starts (after 件名:)
 
 
@@ -481,10 +498,37 @@ def classify_document(doc: Doc, catalog: TypeCatalog) -> tuple[DocType, TitleHit
     if best is not None:
         h = best[2]
         return h.doctype, h, 0.95 if h.doctype is not catalog.fallback else 0.5
+    fuzzy = _fuzzy_title(doc, catalog)
+    if fuzzy is not None:
+        return fuzzy.doctype, fuzzy, 0.6
     scored = sorted(((_cue_score(doc, t), -i, t) for i, t in enumerate(catalog.types)), reverse=True)
-    if scored and scored[0][0] >= 2:
-        return scored[0][2], None, 0.5
+    if scored and (scored[0][0] >= 2 or (scored[0][0] == 1 and (len(scored) == 1 or scored[1][0] == 0))):
+        return scored[0][2], None, 0.4 if scored[0][0] == 1 else 0.5
     return catalog.fallback, None, 0.3
+
+
+def _subsequence(needle: str, hay: str) -> bool:
+    it = iter(hay)
+    return all(c in it for c in needle)
+
+
+def _fuzzy_title(doc: Doc, catalog: TypeCatalog) -> TitleHit | None:
+    """A form name garbled by OCR (ロ目 求 書 for 請 求 書, 辞今 for 辞令): near a canonical title."""
+    from rapidfuzz.distance import Levenshtein
+
+    for ln in doc.first_page[:3]:
+        k = ln.key
+        if re.search(r"\d", k):
+            continue
+        for t in catalog.types:
+            c = t.canonical_title
+            if not c or len(k) < 2 or not (len(c) - 1 <= len(k) <= len(c) + 2):
+                continue
+            d = Levenshtein.distance(k, c)
+            near = d <= 1 or (d <= 2 and len(c) >= 3 and (k[-2:] == c[-2:] or k[:2] == c[:2]))
+            if near or (len(c) >= 3 and _subsequence(c, k)):  # 季請 求ゃ 書: debris around the name
+                return TitleHit(t, ln, "fuzzy")
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -524,6 +568,7 @@ _GO = "[号兮弓亏]"  # 号 likewise
 _NUMERAL = "[0-9〇一二三四五六七八九十百千]"
 _NUMBER_CORE = rf"(?:[0-9A-Za-z]{{0,3}}[^\W\d_]{{0,12}}?{_DAI}{_NUMERAL}{{1,7}}{_GO}(?:の[0-9]{{1,3}})?)"
 _NUMBER_FULL = re.compile(rf"^(?P<v>{_NUMBER_CORE})$")
+_NUMBER_NO_GO = re.compile(rf"^[0-9A-Za-z]{{0,3}}[^\W\d_]{{1,12}}?{_DAI}[0-9]{{1,7}}$")
 _NUMBER_LABEL = re.compile(
     rf"^(?P<label>請求書?番{_GO}|請求No\.?|請求書No\.?|契約番{_GO}|契約No\.?|文書番{_GO}|発行番{_GO}|発番{_GO}|管理番{_GO}|伝票番{_GO}|No\.?|NO\.?)"
     rf"[:：.]?(?P<v>{_NUMBER_CORE}|[0-9A-Za-z\u3400-\u9fff][0-9A-Za-z\u3400-\u9fff\-ー‐−–—―/_.]*[0-9A-Za-z])$")
@@ -546,6 +591,10 @@ def _find_number(doc: Doc, layout: str, header: list[TLine]) -> Found | None:
         m = _NUMBER_FULL.match(ln.key)
         if m:
             return Found(_fix_number(ln.span(0)), ln, 0.95)
+    for ln in header[:3]:  # 岩総第2197: OCR lost the closing 号 of the number at the top
+        m = _NUMBER_NO_GO.match(ln.key)
+        if m:
+            return Found(_fix_number(ln.span(0)) + "号", ln, 0.6)
     return None
 
 
@@ -565,14 +614,14 @@ def _date_hits(lines: Iterable[TLine]) -> list[DateHit]:
         for m in dates.find_dates(ln.raw):
             before = _key_and_map(ln.raw[: m.start])[0]
             after = _key_and_map(ln.raw[m.end:])[0]
-            rest = before + after
+            rest = re.sub(r"[-_\[\]|'\"、。,.<>:;~^`「」]", "", before + after)  # OCR debris around the date
             only = rest in ("", "付", "付け") or bool(re.fullmatch(r"(?:付け?)?\([月火水木金土日]\)", rest))
             label, _ = _strip_numbering(before)
             out.append(DateHit(ln, m, only, label))
     return out
 
 
-_NOT_DOC_DATE = re.compile(r"(生年月日|期限|期間|期日|から|まで|以降|付け?で|施行|締切|予定)")
+_NOT_DOC_DATE = re.compile(r"(生年月日|期限|期間|期日|から|まで|以降|付け|付で|施行|締切|予定)")
 _DATE_LABELS = {
     "invoice": r"(?:御?請求日|請求年月日|発行日|発行年月日|請求書発行日|日付)",
     "contract": r"(?:契約締結日|締結日|契約日|契約年月日|締結年月日)",
@@ -592,6 +641,8 @@ def _labelled_date(hits: list[DateHit], layout: str) -> DateHit | None:
 
 
 def _pick_date(doc: Doc, layout: str, header: list[TLine]) -> tuple[DateHit | None, float]:
+    """The document's own date, or None: a wrong date (a deadline, a cited letter's date) is
+    worse than none, because it moves the retention expiry."""
     hits = _date_hits(doc.lines)
     if not hits:
         return None, 0.0
@@ -601,24 +652,24 @@ def _pick_date(doc: Doc, layout: str, header: list[TLine]) -> tuple[DateHit | No
         return lab, 0.95
     only = [h for h in usable if h.only]
     if layout in ("certificate", "contract"):
-        if only:
-            return only[-1], 0.9
-    elif layout in ("letter", "form", "invoice"):
+        return (only[-1], 0.9) if only else (None, 0.0)
+    if layout in ("letter", "form", "invoice"):
         hdr = {id(ln) for ln in header}
         in_header = [h for h in usable if id(h.line) in hdr]
         if in_header:
             return in_header[0], 0.9
-        if only:
-            return only[0], 0.75
-    if usable:
-        return usable[0], 0.5
-    return hits[0], 0.3
+        return (only[0], 0.7) if only else (None, 0.0)
+    hdr = {id(ln) for ln in header}  # minutes: the first date near the top is the meeting's
+    top = [h for h in hits if id(h.line) in hdr]
+    if top:
+        return top[0], 0.7
+    return (usable[0], 0.6) if usable else (None, 0.0)
 
 
 # --- amounts ----------------------------------------------------------------------
 
 _KANJI_AMOUNT = re.compile(r"(?:一?金)?(?P<n>[〇一二三四五六七八九十百千万億壱弐参拾伍阡萬零]+)円")
-_DIGIT_AMOUNT = re.compile(r"(?:一?金|[¥￥\\])?[:：]?(?P<n>\d{1,3}(?:[,，.]\d{3})+|\d+)(?!\d)")
+_DIGIT_AMOUNT = re.compile(r"(?:一?金|[¥￥\\])?[:：]?(?P<n>\d{1,3}(?:[,，.]{1,2}\d{3})+|\d+)(?!\d)")
 
 
 def parse_amount(s: str) -> int | None:
@@ -642,7 +693,10 @@ _AMOUNT_LABELS = {
 def _find_amount(doc: Doc, layout: str) -> Found | None:
     labels = _AMOUNT_LABELS.get(layout, _AMOUNT_LABELS["invoice"] + _AMOUNT_LABELS["contract"])
     for conf, label in zip((0.95, 0.95, 0.9, 0.9, 0.85, 0.8, 0.8, 0.7), labels):
-        rx = re.compile(rf"^{label}[:：]?(?P<rest>.*)$")
+        core = label[2:] if label.startswith("御?") else label[1:]
+        # 仙請求金額: the first character misread; only for long labels (合計 must not match 小計)
+        alt = rf"|[^\d\s]{{1,2}}{core}" if len(re.sub(r"\W|\?", "", core)) >= 3 else ""
+        rx = re.compile(rf"^(?:{label}{alt})[:：]?(?P<rest>.*)$")
         for ln in doc.lines:
             key, _ = _strip_numbering(ln.key)
             m = rx.match(key)
@@ -682,6 +736,8 @@ class _Layout:
 
 
 def _title_text(h: TitleHit) -> str:
+    if h.kind == "fuzzy" and h.doctype.canonical_title:
+        return h.doctype.canonical_title  # the printed title was unreadable; the form's name is known
     return h.line.span(h.value_from)
 
 
@@ -765,7 +821,7 @@ def _field_after(ln: TLine, label_rx: str, stop_labels: str | None = None) -> st
 
 
 _PERSON_STOP = r"(生年月日|性別|年齢|電話|TEL|携帯|住所|個人番号|マイナンバー|フリガナ|ふりがな|続柄|職業|E-?mail|印$|㊞)"
-_APPLICANT = r"(?:申請者|届出人|届出者|申込者|申請人|請求者|依頼者|報告者|提出者|本人)"
+_APPLICANT = r"(?:申請者|届出人|届出者|申込者|申請人|請求者|依頼者|報告者|提出者)"
 
 
 def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
@@ -809,7 +865,12 @@ def _company_name(ln: TLine) -> str:
         return _clean_issuer(ln.span(0, m.start()))
     # labels such as 商号 / 名称 / 事業者名
     s = re.sub(r"^(?:商号又は名称|商号|名称|事業者名|会社名|請求者|発行者)[:：\s\u3000]*", "", ln.raw.strip())
-    return _clean_issuer(s)
+    s = _clean_issuer(s)
+    # a lone character after a space behind the company name is the seal read as text (…建設 葉)
+    m2 = re.match(r"^(?P<c>.*\S)[\s\u3000]+\S$", s)
+    if m2 and (_COMPANY.search(_key_and_map(m2["c"])[0][-6:]) or _BUSINESS.search(_key_and_map(m2["c"])[0])):
+        s = m2["c"]
+    return s
 
 
 def _read_invoice(doc: Doc, hit: TitleHit | None) -> _Layout:
@@ -837,8 +898,12 @@ def _read_invoice(doc: Doc, hit: TitleHit | None) -> _Layout:
     return r
 
 
-_PARTY_RAW = re.compile(r"^[(（\[【]?(?P<p>甲|乙|丙)[)）\]】]?(?:[\s\u3000:：]+|$)")
-_PARTY_KEY = re.compile(r"^[(（\[【]?(?P<p>甲|乙|丙)[)）\]】]?(?=$|[:：]|住所|所在地|名称|氏名|商号|\S{0,3}?[都道府県])")
+# 甲/乙 (or 発注者/受注者) opening a signature block; 申/Z are OCR's readings of 甲/乙
+_PARTY_WORDS = r"甲|乙|丙|申|Z|発注者|委託者|受注者|受託者"
+_PARTY_OF = {"申": "甲", "Z": "乙", "発注者": "甲", "委託者": "甲", "受注者": "乙", "受託者": "乙"}
+_PARTY_RAW = re.compile(rf"^[(（\[【]?(?P<p>{_PARTY_WORDS})[)）\]】]?(?:[\s\u3000:：]+|$)")
+_PARTY_KEY = re.compile(rf"^[(（\[【]?(?P<p>甲|乙|丙|発注者|受注者|委託者|受託者)[)）\]】]?"
+                        r"(?=$|[:：]|住所|所在地|名称|氏名|商号|\S{0,3}?[都道府県])")
 Block = list[tuple[str, TLine]]
 
 
@@ -847,29 +912,45 @@ def _party_blocks(doc: Doc) -> dict[str, Block]:
 
     A party marker is 甲/乙 followed by a space, a colon, a label or an address - never
     「甲は、」 in the clauses. A later marker replaces an earlier one, so the blocks are the
-    ones under the signing date at the end.
+    ones under the signing date at the end. A line that starts at the marker's left edge
+    (with boxes: the block's own lines are indented), or an address after the block's name
+    lines, opens the next party's block even when OCR lost its 乙.
     """
     lines = doc.lines
     starts: list[tuple[int, str]] = []
     for i, ln in enumerate(lines):
         m = _PARTY_RAW.match(ln.raw.strip()) or _PARTY_KEY.match(ln.key)
         if m:
-            starts.append((i, m["p"]))
+            starts.append((i, _PARTY_OF.get(m["p"], m["p"])))
     blocks: dict[str, Block] = {}
-    for n, (i, party) in enumerate(starts):
+    n = 0
+    while n < len(starts):
+        i, party = starts[n]
         end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
         first = lines[i]
         block: Block = []
-        mm = re.match(r"^[(（\[【]?(?:甲|乙|丙)[)）\]】]?[:：]?", first.key)
+        mm = re.match(rf"^[(（\[【]?(?:{_PARTY_WORDS})[)）\]】]?[:：]?", first.key)
         rest = first.span(mm.end()) if mm else ""
         if rest:
             block.append((rest, first))
-        for ln in lines[i + 1:end]:
+        for j in range(i + 1, end):
+            ln = lines[j]
             if _PAGE_NO.match(ln.key) or len(block) >= 5:
+                break
+            at_marker_edge = bool(first.bbox and ln.bbox and ln.page == first.page and first.page_width
+                                  and abs(ln.bbox[0] - first.bbox[0]) < 0.012 * first.page_width)
+            # without boxes: an address after the block's name lines is the next party's first line
+            next_address = bool(_ADDRESS_HINT.search(ln.key)) and any(
+                not _ADDRESS_HINT.search(_key_and_map(b)[0]) for b, _ in block)
+            if block and (at_marker_edge or next_address):
+                nxt = {"甲": "乙", "乙": "丙"}.get(party)
+                if nxt and nxt not in {p for _, p in starts[n + 1:]}:
+                    starts.insert(n + 1, (j, nxt))  # the next party's block, its marker unread
                 break
             if not _is_noise(ln):
                 block.append((ln.raw.strip(), ln))
         blocks[party] = block
+        n += 1
     return blocks
 
 

@@ -157,6 +157,7 @@ _STAFF = re.compile(r"^[(（【\[]?(?:担当|担当者|問合せ先?|問い合�
 _SECTION_END = re.compile(r"^[(（【\[]?(?:申請内容|申請事項|届出内容|記$|以下|備考|注意|※|受付|確認|処理欄|事務処理)")
 _ADDR_LABEL = r"住所|現住所|居所|住所又は所在地"
 _POSTAL = re.compile(r"^[\s\u3000]*〒?[\s\u3000]*[0-9０-９]{3}[-－ー‐−]?[0-9０-９]{4}[\s\u3000]*")
+_OFFICE_WORDS = re.compile(r"(市役所|区役所|役場|庁舎|[課係室]|センター|事務所|株式会社|会社|代表|内線)")
 _NAME_OK = re.compile(r"^[^\d、。,:：()（）]{2,16}$")
 _ORG_NAME = re.compile(r"(株式会社|会社|協会|団体|組合|法人|委員会|[会団部課局]$|学校|自治会|クラブ|センター|[都道府県市区町村]$)")
 
@@ -194,7 +195,8 @@ def _name_after_office(raw: str) -> str | None:
 
 
 def _applicant_lines(doc: Doc) -> list[TLine]:
-    """Lines of the applicant block(s): from 申請者/届出人 to the next section, else all labelled rows."""
+    """Lines of the applicant block(s): from a 申請者/届出人/代理人 heading to the next section
+    (申請内容, 記, 備考, ※ ...) or the staff contact; empty when the form has no such heading."""
     lines = doc.lines
     out: list[TLine] = []
     in_block = False
@@ -217,6 +219,16 @@ _ATTEND = re.compile(r"^(?:出席者|出席委員|欠席者|欠席委員|出席|
 _ITEM_START = re.compile(r"^(?:\d{1,2}(?![\d,])|[(（]\d{1,2}[)）]|[①-⑳]|[一二三四五六七八九十]{1,2}[、.．])")
 
 
+# a complete name printed with a space between family and given name (山田　太郎)
+_SPACED_NAME = re.compile(r"^[^\s\u3000、,，()（）]{1,5}[ \u3000]+[^\s\u3000、,，()（）]{1,5}$")
+
+
+def _tail(text: str) -> str:
+    """The last list item of a line, without a trailing bracket note."""
+    last = re.split(r"[、,，]", text)[-1]
+    return re.sub(r"[（(][^）)]*[）)]\s*$", "", last).strip()
+
+
 def _minutes_people(doc: Doc, found: PiiFindings) -> None:
     lines = doc.lines
     i = 0
@@ -237,13 +249,18 @@ def _minutes_people(doc: Doc, found: PiiFindings) -> None:
             seg = ln.raw.strip()
             if n == 0:
                 seg = ln.span(off + m.end())
-            if text and not re.search(r"[、,，]$", text) and _ROLE.match(_key_and_map(seg)[0]):
-                text += "、"
+            if text and not re.search(r"[、,，]$", text):
+                if _ROLE.match(_key_and_map(seg)[0].lstrip("_]」・-")):
+                    text += "、"
+                elif _SPACED_NAME.match(_tail(text)) and _SPACED_NAME.match(re.split(r"[、,，]", seg)[0].strip()):
+                    text += "、"  # OCR lost the 、 at the line end: 「柴田　健一」 / 「前田　翔太」
             text += seg
             pages.append(ln.page)
         absent_default = k.startswith("欠席")
         role = "委員" if absent_default or k.startswith("出席委員") else None
-        text = re.sub(r"[（(][^）)]*[）)]", "", text)  # （会長） and the like
+        # a role in brackets starts a new group: （事務局）総務課長 ○○; other brackets go: （会長）
+        text = re.sub(rf"[（(【\[][ \u3000]*({_ROLE.pattern})[ \u3000]*[）)】\]]", r"、\1 ", text)
+        text = re.sub(r"[（(][^）)]*[）)]", "", text)
         for part in re.split(r"[、,，]", text):
             part = part.strip(" \u3000")
             pk = _key_and_map(part)[0]
@@ -287,16 +304,21 @@ def find_personal_data(text: str | Doc, *, pages: list[Page] | None = None, meta
     form_like = layout == "form"
 
     for ln in doc.lines:
-        private_ctx = id(ln) not in staff and (id(ln) in applicant or (form_like and id(ln) not in staff))
+        # a form's applicant block when it has one, else (a form without the heading) every line
+        # outside the staff contact; elsewhere only an explicit applicant block
+        private_ctx = id(ln) not in staff and (id(ln) in applicant or (form_like and not applicant))
         for _, _, v in _my_numbers_in(ln):
             found.add(True, "my_number", v, ln.page)
         for _, _, v in _phones_in(ln):
-            found.add(private_ctx and bool(re.search(r"電話|携帯|TEL|連絡先", ln.key)), "phone", v, ln.page)
+            personal = bool(re.search(r"電話|携帯|TEL|連絡先", ln.key)) and not _OFFICE_WORDS.search(ln.key)
+            found.add(private_ctx and personal, "phone", v, ln.page)
         if "生年月日" in ln.key:
             for dm in dates.find_dates(ln.raw):
                 found.add(id(ln) not in staff, "birth_date", dm.date.isoformat(), ln.page)
         if private_ctx:
             addr = _field_after(ln, _ADDR_LABEL, r"(氏名|電話|TEL|生年月日|個人番号)")
+            if addr is None and ln.key.startswith("〒") and not _COMPANY.search(ln.key):
+                addr = ln.raw  # the 住所 label lost (a boxed form cell read without it)
             found.add(True, "address", _address_value(addr), ln.page)
             name = _field_after(ln, r"氏名又は名称|氏名|名前|お名前|代表者氏名|申請者氏名|届出人氏名", _PERSON_STOP)
             found.add(True, "person_name", _person_value(name), ln.page)

@@ -28,6 +28,7 @@ __all__ = [
     "needs_space_between",
     "join_japanese_words",
     "remove_spurious_spaces",
+    "printed_spaces",
     "strip_rule_chars",
     "has_letters",
     "drop_rule_artifacts",
@@ -92,7 +93,7 @@ def is_cjk(ch: str) -> bool:
 
 
 def is_latin_or_digit(ch: str) -> bool:
-    """ASCII-range letters and digits (also the half-width forms a scan prints for them)."""
+    """ASCII letters and digits (what NFKC makes of full-width ones is a separate question)."""
     return ch.isascii() and ch.isalnum()
 
 
@@ -161,6 +162,24 @@ def has_letters(text: str) -> bool:
     return any(ch.isalnum() or is_kana(ch) or is_kanji(ch) for ch in text)
 
 
+def printed_spaces(text: str) -> str:
+    """Spaces an engine reports inside a line it read as a whole (a visible gap on paper).
+
+    Unlike tesseract's word breaks these stand for real gaps, so they are kept, in the
+    form Japanese typesetting uses: a run of whitespace becomes a full-width space 　 next
+    to a Japanese character (``石川県知事　殿``, ``電話　019``) and one ASCII space
+    between anything else (``TEL 089``); at either end of the text it goes.
+    """
+    def repl(m: re.Match) -> str:
+        a = text[m.start() - 1] if m.start() > 0 else ""
+        b = text[m.end()] if m.end() < len(text) else ""
+        if not a or not b:
+            return ""
+        return FULLWIDTH_SPACE if is_cjk(a) or is_cjk(b) else " "
+
+    return re.sub(r"[ \t\u00a0\u3000]+", repl, text)
+
+
 def drop_rule_artifacts(text: str) -> str:
     """Remove what an engine read from table rules and underlines, line by line.
 
@@ -197,6 +216,9 @@ _KATAKANA_LOOKALIKES = {
 }
 
 
+_JP_BRACKETS = re.compile(r"[(（]([^()（）]*)[)）]")
+
+
 def fix_confusions(text: str) -> str:
     """Repair look-alike confusions where the context makes the answer certain.
 
@@ -207,6 +229,8 @@ def fix_confusions(text: str) -> str:
       long-vowel mark is restored (``センタ一`` -> ``センター``).
     * ASCII digits confused with letters inside a run of digits: ``O``/``o`` -> ``0``,
       ``l``/``I`` -> ``1`` when both neighbours are digits (``2O24`` -> ``2024``).
+    * ASCII parentheses around Japanese become the full-width ones Japanese documents
+      print (``(通知)`` -> ``（通知）``); NFKC maps them back, so nothing is lost.
     """
     chars = list(text)
     n = len(chars)
@@ -222,7 +246,9 @@ def fix_confusions(text: str) -> str:
                 chars[i] = target
         elif ch in "OolI" and prev.isdigit() and prev.isascii() and nxt.isdigit() and nxt.isascii():
             chars[i] = "0" if ch in "Oo" else "1"
-    return "".join(chars)
+    text = "".join(chars)
+    # a bracket pair around Japanese (either bracket may already be full-width)
+    return _JP_BRACKETS.sub(lambda m: f"（{m.group(1)}）" if any(is_kanji(c) or is_kana(c) for c in m.group(1)) else m.group(0), text)
 
 
 def clean_line(text: str) -> str:

@@ -24,6 +24,7 @@ for _var in ("KIROKU_HOME", "KIROKU_INBOX", "KIROKU_CONFIG", "KIROKU_S3_ENDPOINT
 import pytest  # noqa: E402
 
 from tests.services_fixtures import *  # noqa: E402,F401,F403 - the real SeaweedFS fixtures
+from tests.e2e_fixtures import *  # noqa: E402,F401,F403
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -211,6 +211,14 @@ def test_one_character_query_and_multi_word_and(catalog: Catalog) -> None:
     assert set(ids(catalog.search("補助金"))) == {grant.id, other.id}
     assert ids(catalog.search("補助金 橋")) == []
     assert ids(catalog.search("道 交付 補助金")) == [grant.id]
+    assert ids(catalog.search("橋 点検業務")) == [bridge.id]
+    # a character that only ends a field (the title here), and counting single characters
+    edge = make_record(text="本文に該当なし", title="辞令")
+    many = make_record(text="道道道の道")
+    catalog.add(edge)
+    catalog.add(many)
+    assert ids(catalog.search("令")) == [edge.id]
+    assert ids(catalog.search("道")) == [many.id, grant.id, bridge.id]  # 4 times, then once each: last stored first
 
 
 def test_results_are_exact_despite_shared_bigrams(catalog: Catalog) -> None:
@@ -227,6 +235,12 @@ def test_results_are_exact_despite_shared_bigrams(catalog: Catalog) -> None:
     assert ids(catalog.search("100%")) == [percent.id]
     assert catalog.search("0%を目_") == []
     assert catalog.search("_%") == []
+    # a word whose bigrams are all the same one
+    repeated = make_record(text="ああああと叫んだ。")
+    catalog.add(repeated)
+    assert ids(catalog.search("ああああ")) == [repeated.id]
+    assert ids(catalog.search("あああ")) == [repeated.id]
+    assert catalog.search("あああああ") == []
 
 
 def test_ranking_title_then_occurrences_then_newest(catalog: Catalog) -> None:
@@ -243,6 +257,17 @@ def test_ranking_title_then_occurrences_then_newest(catalog: Catalog) -> None:
     assert hits[0].score > hits[1].score > hits[2].score
     assert ids(catalog.search("予算執行", limit=2)) == expected[:2]
     assert ids(catalog.search("執行", limit=3)) == expected[:3]  # the two-character path ranks the same way
+
+
+def test_ranking_counts_whole_words_not_their_bigrams(catalog: Catalog) -> None:
+    # The index alone would rank `loose` first: its bigrams 予算 and 執行 occur five times each.
+    loose = make_record(text="予算、予算、予算、予算。執行、執行、執行、執行。予算執行は一度。", day=dt.date(2024, 1, 1))
+    tight = make_record(text="予算執行、予算執行、予算執行。", day=dt.date(2020, 1, 1))
+    catalog.add(loose)
+    catalog.add(tight)
+    assert ids(catalog.search("予算執行", limit=1)) == [tight.id]
+    assert ids(catalog.search("予算執行")) == [tight.id, loose.id]
+    assert ids(catalog.search("予算", limit=1)) == [loose.id]
 
 
 def test_snippet_is_around_the_first_hit(catalog: Catalog) -> None:

@@ -416,3 +416,144 @@ def test_samples_all_fields_exact() -> None:
 def test_build_doc_splits_pages_and_keeps_line_numbers() -> None:
     doc = build_doc("a\n\nb\fc")
     assert [[(ln.page, ln.index, ln.raw) for ln in p] for p in doc.pages] == [[(0, 0, "a"), (0, 2, "b")], [(1, 0, "c")]]
+
+
+# --- real OCR on a rendered letter ----------------------------------------------------------
+
+IPA_MINCHO = Path("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf")
+
+
+def _render_letter(lines: list[tuple[str, str]], width: int = 1654, height: int = 1400):
+    """A4-wide page at 200 dpi: (alignment, text) lines drawn with IPA Mincho."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(str(IPA_MINCHO), 40)
+    y, margin = 120, 160
+    for align, text in lines:
+        w = draw.textlength(text, font=font)
+        x = {"left": margin, "right": width - margin - w, "center": (width - w) / 2}[align]
+        draw.text((x, y), text, font=font, fill=0)
+        y += 75
+    return img
+
+
+def _tesseract_page(img) -> Page:
+    """Lines with boxes from tesseract's TSV, as the OCR stage hands them over."""
+    import pytesseract
+
+    d = pytesseract.image_to_data(img, lang="jpn", config="--psm 6", output_type=pytesseract.Output.DICT)
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for k, word in enumerate(d["text"]):
+        if word.strip():
+            groups.setdefault((d["block_num"][k], d["par_num"][k], d["line_num"][k]), []).append(k)
+    lines = []
+    for ks in sorted(groups.values(), key=lambda ks: min(d["top"][k] for k in ks)):
+        box = (min(d["left"][k] for k in ks), min(d["top"][k] for k in ks),
+               max(d["left"][k] + d["width"][k] for k in ks), max(d["top"][k] + d["height"][k] for k in ks))
+        conf = sum(max(0.0, float(d["conf"][k])) for k in ks) / len(ks)
+        lines.append(Line(text=" ".join(d["text"][k] for k in ks), bbox=box, confidence=conf))
+    return Page(index=0, dpi=200, width_px=img.width, height_px=img.height,
+                text="\n".join(ln.text for ln in lines), lines=lines)
+
+
+@pytest.mark.slow
+def test_real_tesseract_lines_of_a_rendered_letter() -> None:
+    import shutil
+
+    if not IPA_MINCHO.exists() or shutil.which("tesseract") is None:
+        pytest.skip("IPA fonts or tesseract not installed")
+    img = _render_letter([
+        ("right", "新総第1234号"),
+        ("right", "令和7年12月9日"),
+        ("left", "新潟県知事　様"),
+        ("right", "新潟市長　山田　太郎"),
+        ("center", "地域防災計画の修正について（報告）"),
+        ("left", "標記のことについて、下記のとおり報告します。"),
+        ("center", "記"),
+        ("left", "１　修正内容　避難所の追加"),
+    ])
+    page = _tesseract_page(img)
+    assert any(ln.bbox[0] > img.width * 0.5 for ln in page.lines)  # right-aligned lines were found as such
+    md = extract_metadata(page.text, pages=[page])
+    assert md.document_type == "報告"
+    assert _n(md.document_number) == "新総第1234号"
+    assert md.document_date == dt.date(2025, 12, 9)
+    assert _n(md.addressee) == "新潟県知事"
+    assert _n(md.issuer) == "新潟市長山田太郎"
+    assert _n(md.title) == "地域防災計画の修正について(報告)"
+    assert md.evidence["issuer"].confidence < 0.85  # OCR confidence is part of it
+
+
+# --- quirks of real tesseract output (seen on the sample scans) -------------------------------
+
+def test_letter_as_tesseract_reads_it() -> None:
+    # number without its 号, a date line with a stray digit, 様 read as 欄 with a box edge,
+    # debris after wide gaps, the seal note with a speck, a junk line from the seal
+    text = ("新総第1234\n令和7年12月9日      8\n新潟県知事 欄                            |\n"
+            "/ ーをっ 。\\\n新潟市長 山田 太郎      |\n(公印省略)       1\n"
+            "地域防災計画の修正について (報告)            |\n標記のことについて報告します。      |\n")
+    md = extract_metadata(text)
+    assert (md.document_type, md.document_number, md.document_date) == ("報告", "新総第1234号", dt.date(2025, 12, 9))
+    assert _n(md.addressee) == "新潟県知事"
+    assert _n(md.issuer) == "新潟市長山田太郎"
+    assert _n(md.title) == "地域防災計画の修正について(報告)"
+
+
+def test_invoice_as_tesseract_reads_it() -> None:
+    text = ("ロ目  求  書\n請求番号 2507-311\n請求日 令利7年7月14晶\n上越市長 様                      '\n"
+            "株式会社頸城建設 葉\n代表取締役 丸山 修\nTEL. 025-523-0000\n仙請求金額   \\1,430,000一 (税込)\n")
+    md = extract_metadata(text)
+    assert (md.document_type, md.title, md.document_number) == ("請求書", "請求書", "2507-311")
+    assert (md.document_date, md.document_date_text) == (dt.date(2025, 7, 14), "令和7年7月14日")
+    assert (md.issuer, md.counterparty, md.amount) == ("株式会社頸城建設", "株式会社頸城建設", 1_430_000)
+
+
+def test_contract_with_orderer_and_contractor_blocks() -> None:
+    text = ("物品売買契約書\n契約番号　第88号\n1　契約金額　金2,200,000円\n"
+            "上記について、発注者と受注者は次のとおり契約を締結する。\n"
+            "令和7年10月1日\n発注者　新潟県上越市木田1丁目1番3号\n上越市長　中川　幹太\n"
+            "受注者　新潟県上越市本町3丁目4番5号\n株式会社高田事務機　代表取締役　北村　聡\n")
+    md = extract_metadata(text)
+    assert (md.document_type, md.document_number, md.document_date) == ("契約書", "第88号", dt.date(2025, 10, 1))
+    assert (md.issuer, md.counterparty, md.amount) == ("上越市長　中川　幹太", "株式会社高田事務機", 2_200_000)
+
+
+def test_no_date_rather_than_a_wrong_one() -> None:
+    # the letter's own date is unreadable: a cited letter's date or a deadline must not stand in
+    text = ("総第5号\n令和7年1 2月\n各課長　様\n総務課長\n文書の点検について（依頼）\n"
+            "令和7年11月1日付け総第3号で通知したこのことについて、下記のとおり依頼します。\n"
+            "提出期限　令和8年1月9日（金）\n")
+    md = extract_metadata(text)
+    assert md.document_date is None and md.fiscal_year is None
+
+
+def test_contract_block_split_by_indentation_when_otsu_is_lost() -> None:
+    # OCR lost the 乙 of the second signature block; the boxes still show where it starts
+    rows = [
+        ("令和7年5月28日", (340, 530, 640, 570)),
+        ("甲　新潟県長岡市大手通1丁目4番地10", (520, 600, 960, 660)),
+        ("長岡市長　磯田　達伸", (580, 700, 960, 760)),
+        ("新潟県長岡市宮内5丁目12番3号", (520, 790, 960, 840)),
+        ("有限会社北越舗道", (580, 840, 930, 900)),
+        ("代表取締役　小林　誠", (580, 900, 950, 960)),
+    ]
+    text = "業務委託契約書\n契約金額　金1,000,000円\n" + "\n".join(t for t, _ in rows)
+    page = Page(index=0, dpi=300, width_px=2480, height_px=3508, text=text,
+                lines=[Line(text="業務委託契約書", bbox=(900, 200, 1500, 260), confidence=90),
+                       Line(text="契約金額　金1,000,000円", bbox=(330, 300, 900, 350), confidence=90)]
+                + [Line(text=t, bbox=b, confidence=90) for t, b in rows])
+    md = extract_metadata(text, pages=[page])
+    assert md.issuer == "長岡市長　磯田　達伸"
+    assert md.counterparty == "有限会社北越舗道"
+    # without boxes the issuer is still the office holder, never the place name 長野/長岡 in an address
+    assert extract_metadata(text).issuer == "長岡市長　磯田　達伸"
+
+
+def test_certificate_with_ocr_debris_around_columns() -> None:
+    text = "っwi iliiliiiin上\n表彰状\n- 田中\u3000健\u3000服\nあなたは永年にわたり尽力されました\n" \
+           "- 平成二十七年四月十五日 [\n、\u3000金沢市長木村\u3000由美子\n"
+    md = extract_metadata(text)
+    assert (md.document_type, md.document_date) == ("表彰状", dt.date(2015, 4, 15))
+    assert _n(md.addressee) == "田中健" and _n(md.issuer) == "金沢市長木村由美子"

@@ -235,3 +235,29 @@ def test_policy_rules_are_data_and_strictest_wins() -> None:
 def test_policy_validation_names_the_entry(data: dict, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
         parse_policy(data, "classification.yaml")
+
+
+def test_minutes_bracketed_roles_and_tesseract_debris() -> None:
+    text = """令和7年度第3回上越市都市計画審議会　会議録
+（事務局　上越市都市整備部都市整備課）
+1　日時　令和7年11月4日（火）　午前10時から正午まで
+2　出席者　委員　小池　真一（会長）、渡辺　紀子、
+_ （事務局）都市整備課長　山口　剛、主任　高野　舞
+3　欠席委員　村田　浩
+"""
+    found = find_personal_data(text)
+    assert _pairs(found.private) == {("person_name", n) for n in ("小池真一", "渡辺紀子", "村田浩")}
+    assert {"山口剛", "高野舞"} <= {v for t, v in _pairs(found.public) if t == "person_name"}
+
+
+def test_boxed_my_number_in_ocr_text() -> None:
+    assert find_my_numbers("個人番号 |1|2|3|4|5|6|7|8|9|0|1|8|") == ["1|2|3|4|5|6|7|8|9|0|1|8"]
+    assert is_valid_my_number("1|2|3|4|5|6|7|8|9|0|1|8")
+
+
+def test_minutes_line_break_that_lost_its_comma() -> None:
+    text = ("第1回審議会　議事録\n（事務局　総務課）\n1　日時　令和7年6月2日（月）\n"
+            "2　出席者　委員　菊池　紀子（会長）、増井　直樹、柴崎　健一\n前川　翔子\n"
+            "事務局　総務課長　上野　勝、中野　愛\n3　議題\n")
+    found = find_personal_data(text)
+    assert _pairs(found.private) == {("person_name", n) for n in ("菊池紀子", "増井直樹", "柴崎健一", "前川翔子")}

@@ -11,6 +11,8 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -77,7 +79,7 @@ def test_weed_runs_without_telemetry_or_autocreate(seaweed):
     argv = _cmdline(seaweed.pid)
     assert Path(argv[0]).name == "weed" and argv[1] == "mini"
     for flag in ("-master.telemetry=false", "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false",
-                 "-s3.autoCreateBucket=false", f"-dir={seaweed.settings.weed_dir}"):
+                 "-s3.autoCreateBucket=false", "-disableHttp", f"-dir={seaweed.settings.weed_dir}"):
         assert flag in argv
     # A put into a bucket that does not exist must not create an unlocked one.
     from botocore.exceptions import ClientError
@@ -85,6 +87,75 @@ def test_weed_runs_without_telemetry_or_autocreate(seaweed):
     with pytest.raises(ClientError) as exc:
         seaweed.client().put_object(Bucket="kiroku-auto-created", Key="x", Body=b"x")
     assert exc.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+def _http(method: str, url: str) -> int:
+    req = urllib.request.Request(url, method=method, headers={"Origin": "http://evil.example"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_weed_http_back_doors_are_closed(seaweed, archive, key_prefix):
+    """Nothing but signed S3 can remove a locked object: the unauthenticated HTTP APIs are shut."""
+    import datetime as dt
+
+    stored = archive.put_verified(key_prefix + "document.pdf", b"%PDF back doors", content_type="application/pdf",
+                                  retain_until=dt.date.today() + dt.timedelta(days=30))
+    ports, bucket = seaweed.settings.weed_ports, archive.bucket
+    attempts = {
+        # master: a plain GET that drops the bucket's volumes (a web page could send it via <img>)
+        "master /col/delete": ("GET", f"http://127.0.0.1:{ports['master.port']}/col/delete?collection={bucket}"),
+        # filer: deletes files, including locked versions, without any S3 check
+        "filer DELETE": ("DELETE", f"http://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/?recursive=true"),
+        "filer GET": ("GET", f"http://127.0.0.1:{ports['filer.port']}/buckets/{bucket}/{stored.key}.versions/"),
+        # volume server: deletes a needle by file id
+        "volume DELETE": ("DELETE", f"http://127.0.0.1:{ports['volume.port']}/1,01637037d6"),
+    }
+    codes = {name: _http(method, url) for name, (method, url) in attempts.items()}
+    assert all(code in (401, 403, 404, 405) for code in codes.values()), codes
+    assert archive.get_verified(stored.key, stored.version_id) == b"%PDF back doors"
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")  # + empty SETTINGS
+
+
+def _grpc_answer(port: int, tls_dir: Path | None, client_cert: bool) -> bytes:
+    """First bytes a gRPC port sends back to an HTTP/2 preface (plain TCP if tls_dir is None)."""
+    import ssl
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        if tls_dir is None:
+            raw.sendall(_H2_PREFACE)
+            return raw.recv(64)
+        ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+        ctx.check_hostname = False
+        ctx.set_alpn_protocols(["h2"])
+        if client_cert:
+            ctx.load_cert_chain(str(tls_dir / "weed.pem"), str(tls_dir / "weed.key"))
+        with ctx.wrap_socket(raw) as conn:
+            conn.sendall(_H2_PREFACE)
+            return conn.recv(64)
+
+
+def test_weed_grpc_ports_require_a_client_certificate(seaweed):
+    """Without mTLS any local program (`weed shell` fs.rm...) could delete locked versions via gRPC."""
+    import ssl
+
+    tls_dir = seaweed.settings.weed_dir / services.TLS_DIR
+    grpc_ports = {flag: p for flag, p in seaweed.settings.weed_ports.items() if flag.endswith(".grpc") and p}
+    assert {"master.port.grpc", "volume.port.grpc", "filer.port.grpc", "s3.port.grpc"} <= set(grpc_ports)
+    for flag, port in grpc_ports.items():
+        assert _grpc_answer(port, None, False) == b"", flag  # plain HTTP/2: hung up on
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            _grpc_answer(port, tls_dir, client_cert=False)
+        # Control: with weed's own certificate the same port talks HTTP/2 (a SETTINGS frame).
+        answer = _grpc_answer(port, tls_dir, client_cert=True)
+        assert len(answer) >= 9 and answer[3] == 0x04, (flag, answer)
+    for name in ("ca.pem", "weed.pem", "weed.key"):
+        assert stat.S_IMODE((tls_dir / name).stat().st_mode) == 0o600
 
 
 def test_s3_identity_is_private_and_never_logged(seaweed):
@@ -97,6 +168,8 @@ def test_s3_identity_is_private_and_never_logged(seaweed):
     assert secret not in repr(seaweed.credentials)
     assert secret not in services.log_file(seaweed.settings, WEED).read_text(errors="replace")
     assert services.ensure_s3_identity(seaweed.settings) == seaweed.credentials  # generated once
+    security = seaweed.settings.weed_dir / services.SECURITY_FILE
+    assert stat.S_IMODE(security.stat().st_mode) == 0o600 and "[jwt.filer_signing]" in security.read_text()
 
 
 def test_status_of_running_weed(seaweed):
@@ -187,19 +260,20 @@ def test_ctrl_c_stops_the_children(tmp_path):
         "    time.sleep(120)\n"
     )
     arg = json.dumps({"home": str(s.home), "inbox": str(s.inbox), "ports": s.weed_ports})
-    proc = subprocess.Popen([sys.executable, "-c", script, arg], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        weed_pid = services.service_pid(s, WEED)
-        assert weed_pid is not None and Path(f"/proc/{weed_pid}").exists()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        services.down(s)
+    with subprocess.Popen([sys.executable, "-c", script, arg], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+            weed_pid = services.service_pid(s, WEED)
+            assert weed_pid is not None and Path(f"/proc/{weed_pid}").exists()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+            stderr = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            services.down(s)
     assert proc.returncode != 0  # KeyboardInterrupt propagated after cleanup
-    assert "KeyboardInterrupt" in proc.stderr.read()
+    assert "KeyboardInterrupt" in stderr
     assert not Path(f"/proc/{weed_pid}").exists()
     assert services.service_pid(s, WEED) is None

@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
