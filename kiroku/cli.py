@@ -276,6 +276,37 @@ def retention_due(on: Annotated[Optional[dt.datetime], typer.Option(formats=["%Y
         console.print(table)
 
 
+@retention_app.command("extend")
+def retention_extend(
+    record_id: Annotated[str, typer.Argument(help="record id")],
+    period: Annotated[Optional[str], typer.Option(help="new 保存期間, e.g. 10年 or 永年")] = None,
+    until: Annotated[Optional[dt.datetime], typer.Option(formats=["%Y-%m-%d"], help="new 満了日")] = None,
+) -> None:
+    """延長: lengthen a record's retention; the stored objects' locks move with it. Shortening is refused."""
+    from kiroku import wiring
+    from processors.archiving import extend_stored_retention
+    from processors.storage import StorageError
+
+    if (period is None) == (until is None):
+        err.print("give exactly one of --period or --until")
+        raise typer.Exit(2)
+    settings = _settings()
+    catalog = wiring.catalog(settings)
+    record = catalog.get(record_id)
+    if record is None:
+        err.print(f"no record {record_id}")
+        raise typer.Exit(1)
+    try:
+        record = extend_stored_retention(wiring.archive_store(settings), record, period,
+                                         until.date() if until else None)
+    except (ValueError, StorageError) as exc:  # shortening refused by the schedule logic or by the server
+        err.print(f"[red]refused: {exc}")
+        raise typer.Exit(1) from exc
+    catalog.add(record)
+    ret = record.retention
+    err.print(f"{record.id}: {ret.period}, 満了日 {ret.expiry_date or '-'}{' (legal hold)' if ret.legal_hold else ''}")
+
+
 @register_app.command("export")
 def register_export(output: Annotated[Path, typer.Option("-o", "--output", help="CSV file to write")],
                     fiscal_year: Annotated[Optional[int], typer.Option(help="年度 to export (default all)")] = None) -> None:

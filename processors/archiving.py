@@ -81,3 +81,31 @@ def fetch_verified(store: ArchiveStore, record: Record, *, original: bool = Fals
     if original:
         return store.get_verified(arc.original_key, arc.original_version_id, expected_sha256=record.source.sha256)
     return store.get_verified(arc.key, arc.version_id, expected_sha256=arc.sha256)
+
+
+def extend_stored_retention(store: ArchiveStore, record: Record, new_period: str | None = None,
+                            new_expiry: dt.date | None = None) -> Record:
+    """延長: lengthen a record's retention and move the Object Lock of every stored object with it.
+
+    Shortening is refused twice over: by the schedule logic before anything is sent,
+    and by the server (COMPLIANCE mode), which is the authority. A new record.json
+    version is written; the earlier one stays locked as the history of the decision.
+    """
+    from processors.retention import extend_retention
+
+    arc = record.archive
+    if arc is None or record.retention is None:
+        raise ValueError(f"record {record.id} is not archived with a retention")
+    extended = record.model_copy(update={"retention": extend_retention(record.retention, new_period, new_expiry)})
+    until, hold = lock_for(extended, dt.date.today())
+    objects = [(arc.key, arc.version_id), (arc.original_key, arc.original_version_id)]
+    for key, version in objects:
+        if hold:
+            store.set_legal_hold(key, version, True)
+        elif until and until != arc.retain_until:
+            store.extend_retention(key, version, until)
+    extended = extended.model_copy(update={"archive": arc.model_copy(update={"retain_until": until})})
+    store.put_verified(arc.record_key, extended.model_dump_json(indent=1).encode("utf-8"),
+                       content_type="application/json; charset=utf-8", metadata=_ascii_metadata(extended),
+                       retain_until=until, legal_hold=hold)
+    return extended

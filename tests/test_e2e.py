@@ -89,3 +89,29 @@ def test_cli_ingest_reports_a_bad_file_and_archives_the_good_one(kiroku_env, tmp
     assert "truncated.png" in run.stderr
     hits = json.loads(_cli("search", "防災訓練", "--json").stdout)
     assert len(hits) == 1 and hits[0]["department"] == "危機管理課"
+
+
+def test_retention_extends_but_never_shortens(kiroku_env, tmp_path: Path) -> None:
+    from flows.ingest import ingest_document
+    from kiroku import wiring
+
+    scan = render_notice_file(tmp_path / "延長.png", "文書管理の見直しについて（通知）", number="新総第８号")
+    rid = ingest_document(str(scan), "総務課", move_source=False)["id"]
+    record = wiring.catalog(kiroku_env).get(rid)
+    assert record.retention.period == "3年"
+    old_expiry = record.retention.expiry_date
+
+    longer = _cli("retention", "extend", rid, "--period", "10年")
+    assert longer.returncode == 0, longer.stderr
+    extended = wiring.catalog(kiroku_env).get(rid)
+    assert extended.retention.period == "10年" and extended.retention.expiry_date > old_expiry
+    store = wiring.archive_store(kiroku_env)
+    lock = store.retention_of(extended.archive.key, extended.archive.version_id)
+    assert lock.retained_through == extended.retention.expiry_date
+
+    shorter = _cli("retention", "extend", rid, "--period", "1年")
+    assert shorter.returncode == 1 and "refused" in shorter.stderr
+    assert wiring.catalog(kiroku_env).get(rid).retention.period == "10年"
+
+    due = json.loads(_cli("retention", "due", "--on", "2099-01-01", "--json").stdout)
+    assert rid in [r["id"] for r in due["廃棄"]]

@@ -56,9 +56,10 @@ def test_a_file_written_in_chunks_is_read_once_when_complete(kiroku_env, running
             f.flush()
             time.sleep(0.5)
     done = kiroku_env.done_dir / "土木課" / "回答.png"
-    assert _wait_for(done.exists), f"not archived; failures: {running_watcher.failures}"
-    assert done.read_bytes() == data
+    assert _wait_for(lambda: running_watcher.completed or running_watcher.failures)
     assert running_watcher.failures == []
+    assert done.read_bytes() == data
+    time.sleep(3)  # a second hand-over would have happened by now
     assert len(running_watcher.completed) == 1
     hits = wiring.catalog(kiroku_env).search("道路占用")
     assert len(hits) == 1 and hits[0].department == "土木課"
