@@ -30,8 +30,8 @@ app.add_typer(services_app, name="services")
 app.add_typer(retention_app, name="retention")
 app.add_typer(register_app, name="register")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -190,11 +190,16 @@ def search(
     if not hits:
         err.print("no records found")
         raise typer.Exit(1)
-    table = Table("ID", "日付", "種別", "文書番号", "件名", "発信者", "部署", "抜粋")
     for h in hits:
-        table.add_row(h.record_id, str(h.document_date or ""), h.document_type or "", h.document_number or "",
-                      h.title or "", h.issuer or "", h.department or "", h.snippet or "")
-    console.print(table)
+        head = "  ".join(x for x in (str(h.document_date or "----------"), h.document_type or "", h.document_number or "",
+                                     h.title or "") if x)
+        console.print(f"[bold]{h.record_id}[/bold]  {head}")
+        who = "  ".join(x for x in (h.issuer, h.department) if x)
+        if who:
+            console.print(f"    {who}")
+        if h.snippet:
+            console.print(f"    [dim]{' '.join(h.snippet.split())}[/dim]")
+    err.print(f"{len(hits)} record(s); `kiroku show ID` for details, `kiroku get ID -o FILE` for the PDF/A")
 
 
 @app.command()

@@ -41,6 +41,8 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
     from kiroku import services
     from kiroku.runtime import prepare_prefect
 
+    # Ctrl-C must stop everything even when a parent shell started us with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     echo("kiroku: starting the embedded services (the first start takes about half a minute)…")
     with services.running_services(settings) as statuses:
         for st in statuses:
