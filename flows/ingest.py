@@ -64,8 +64,8 @@ def read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
 
 
 @task(name="extract metadata", cache_policy=NO_CACHE)
-def extract_metadata(record: Record) -> Record:
-    return document.extract_metadata(record)
+def extract_metadata(record: Record, settings: Settings) -> Record:
+    return document.extract_metadata(record, **settings.extract_options)
 
 
 @task(name="write PDF/A", cache_policy=NO_CACHE)
@@ -137,7 +137,7 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         futures = read_page.map(loaded.pages, engine=settings.ocr_engine)
         pages = futures.result()
         record = document.with_pages(record, [page for _, page in pages])
-        record = extract_metadata(record)
+        record = extract_metadata(record, settings)
         work = settings.home / "work" / record.id
         work.mkdir(parents=True, exist_ok=True)
         pdf_path = work / "document.pdf"

@@ -84,13 +84,18 @@ def extract(
     textfiles: Annotated[list[Path], typer.Argument(help="plain UTF-8 text; pages separated by form feeds",
                                                     exists=True, dir_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    start_rule: Annotated[Optional[str], typer.Option(help="起算日 rule: fiscal, calendar or completion "
+                                                            "(default: the configured one, else fiscal)")] = None,
 ) -> None:
     """Metadata, personal data, classification and retention from text, without OCR."""
     from processors.metadata import extract_from_text
 
+    options = _settings().extract_options
+    if start_rule:
+        options["start_rule"] = start_rule
     results = []
     for path in textfiles:
-        result = extract_from_text(path.read_text(encoding="utf-8"))
+        result = extract_from_text(path.read_text(encoding="utf-8"), **options)
         results.append({
             "file": str(path),
             "metadata": result.metadata.model_dump(mode="json"),

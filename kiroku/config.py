@@ -46,10 +46,21 @@ class Settings:
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEED_PORTS))
     ocr_engine: str = "rapidocr"  # measured best (bench/ocr_eval.py); tesseract and auto on request
     ocr_concurrency: int = 0  # 0: one per core
+    # the municipality's records rules (data files default to those in schemas/)
+    retention_start_rule: str = "fiscal"  # 起算日: fiscal (4月1日 after), calendar (1月1日 after) or completion
+    retention_schedule: str | None = None
+    classification_policy: str | None = None
+    document_types: str | None = None
     max_image_pixels: int = 200_000_000
     default_dpi: int = 300
 
     # --- derived locations -------------------------------------------------
+    @property
+    def extract_options(self) -> dict[str, str | None]:
+        """How this municipality extracts and retains: passed to processors.document.extract_metadata."""
+        return {"start_rule": self.retention_start_rule, "schedule": self.retention_schedule,
+                "policy": self.classification_policy, "types": self.document_types}
+
     @property
     def embedded_s3(self) -> bool:
         return self.s3_endpoint_url is None
@@ -103,7 +114,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     if path.exists():
         with path.open("rb") as f:
             data = tomllib.load(f)
-        for section in ("storage", "prefect", "catalog", "ocr", "kiroku"):
+        for section in ("storage", "prefect", "catalog", "ocr", "retention", "kiroku"):
             values.update(data.get(section, {}))
         values.update({k: v for k, v in data.items() if not isinstance(v, dict)})
         if "weed_ports" in data:

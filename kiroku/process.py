@@ -49,9 +49,10 @@ def _worker_init() -> None:
         pass
 
 
-def _finish(record: Record, pages: list[tuple[PreparedPage, Page]], out_dir: Path) -> tuple[Record, Path]:
+def _finish(record: Record, pages: list[tuple[PreparedPage, Page]], out_dir: Path,
+            extract_options: dict) -> tuple[Record, Path]:
     pdf_path = out_dir / f"{Path(record.source.filename).stem}.pdf"
-    finished = finish_document(record, pages, pdf_path)
+    finished = finish_document(record, pages, pdf_path, extract_options)
     json_path = pdf_path.with_suffix(".json")
     json_path.write_text(finished.model_dump_json(indent=1), encoding="utf-8")
     return finished, pdf_path
@@ -93,7 +94,7 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
                         outcomes[item.input].error = _describe(exc)
                         report(item.input)
                         continue
-                    finishing[pool.submit(_finish, item.record, pages, out_dir)] = item.input
+                    finishing[pool.submit(_finish, item.record, pages, out_dir, settings.extract_options)] = item.input
             for fut in [f for f in finishing if f.done()]:
                 path = finishing.pop(fut)
                 try:

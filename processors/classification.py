@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
+from processors.yamldata import read_yaml
 from schemas.record import Metadata, PersonalData
 
 __all__ = ["PolicyError", "Policy", "PolicyRule", "POLICY_PATH", "parse_policy", "load_policy", "classify"]
@@ -131,14 +130,7 @@ def parse_policy(data: Any, source: str = "<data>") -> Policy:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str) -> Policy:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyError(f"cannot read classification policy {p}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{p}: not valid YAML: {exc}") from None
-    return parse_policy(data, str(p))
+    return parse_policy(read_yaml(Path(path), PolicyError, "classification policy"), path)
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

@@ -83,15 +83,18 @@ def write_record_json(record: Record, path: Path) -> None:
     path.write_text(record.model_dump_json(indent=1), encoding="utf-8")
 
 
-def extract_metadata(record: Record) -> Record:
+def extract_metadata(record: Record, *, start_rule: str = "fiscal", schedule: str | None = None,
+                     policy: str | None = None, types: str | None = None) -> Record:
     """Metadata, personal data, classification and retention read from the document's text.
 
     The word boxes go along so the extractor can use the letter's layout (issuer block
-    right-aligned under the date, addressee at the left).
+    right-aligned under the date, addressee at the left). The schedule, policy and type
+    files default to those in schemas/; start_rule is the municipality's 起算日 rule.
     """
     from processors.metadata import extract_from_text
 
-    result = extract_from_text(record.text, pages=record.pages)
+    result = extract_from_text(record.text, pages=record.pages, start_rule=start_rule, schedule=schedule,
+                               policy=policy, types=types)
     return record.model_copy(update={
         "metadata": result.metadata,
         "pii": result.pii,
@@ -112,9 +115,10 @@ def write_archive_pdf(record: Record, pages: list[tuple[PreparedPage, Page]], pd
     return write_pdf([(prepared, by_index.get(prepared.index, page)) for prepared, page in ordered], pdf_path, info)
 
 
-def finish_document(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path) -> Record:
+def finish_document(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path,
+                    extract_options: dict | None = None) -> Record:
     """Everything after reading, for `kiroku process`: assemble, extract, write the PDF/A."""
     record = with_pages(record, [page for _, page in pages])
-    record = extract_metadata(record)
+    record = extract_metadata(record, **(extract_options or {}))
     write_archive_pdf(record, pages, pdf_path)
     return record

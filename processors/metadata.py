@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from processors import dates
+from processors.yamldata import read_yaml
 from schemas.record import Evidence, Metadata, Page, PersonalData, Retention
 
 __all__ = [
@@ -169,16 +168,7 @@ def parse_document_types(data: Any, source: str = "<data>") -> TypeCatalog:
 
 @functools.lru_cache(maxsize=8)
 def _load_types_cached(path: str) -> TypeCatalog:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DocumentTypesError(f"cannot read document types file {p}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DocumentTypesError(f"{p}: not valid YAML: {exc}") from None
-    return parse_document_types(data, str(p))
+    return parse_document_types(read_yaml(Path(path), DocumentTypesError, "document types file"), path)
 
 
 def load_document_types(path: str | Path | None = None) -> TypeCatalog:

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from processors.yamldata import read_yaml
 from schemas.record import Metadata, Retention
 
 __all__ = [
@@ -145,14 +144,7 @@ def parse_schedule(data: Any, source: str = "<data>") -> Schedule:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str) -> Schedule:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScheduleError(f"cannot read retention schedule {p}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ScheduleError(f"{p}: not valid YAML: {exc}") from None
-    return parse_schedule(data, str(p))
+    return parse_schedule(read_yaml(Path(path), ScheduleError, "retention schedule"), path)
 
 
 def load_schedule(path: str | Path | None = None) -> Schedule:

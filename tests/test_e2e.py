@@ -115,3 +115,11 @@ def test_retention_extends_but_never_shortens(kiroku_env, tmp_path: Path) -> Non
 
     due = json.loads(_cli("retention", "due", "--on", "2099-01-01", "--json").stdout)
     assert rid in [r["id"] for r in due["廃棄"]]
+
+    register = tmp_path / "管理簿.csv"
+    assert _cli("register", "export", "-o", str(register)).returncode == 0
+    raw = register.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM, so Excel opens it
+    lines = raw.decode("utf-8-sig").splitlines()
+    assert lines[0].split(",")[:3] == ["年度", "分類", "名称"]
+    assert any("文書管理の見直し" in line and "10年" in line for line in lines[1:])
