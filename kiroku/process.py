@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from kiroku.config import Settings
 from processors.document import finish_document, prepare_and_read, start_record
-from processors.pages import InputError, PreparedPage
+from processors.pages import InputError, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
 
@@ -36,9 +38,10 @@ class _Pending:
     page_futures: list[Future] = field(default_factory=list)
 
 
-def _worker_init() -> None:
+def _worker_init(engine: str) -> None:
     """One page per core: keep every library single-threaded inside a worker (tesseract's
-    OpenMP doubles the wall time when it competes with the other core)."""
+    OpenMP doubles the wall time when it competes with the other core), and load the OCR
+    models before the first page arrives."""
     os.environ["OMP_THREAD_LIMIT"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
@@ -47,6 +50,17 @@ def _worker_init() -> None:
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover - opencv is a dependency
         pass
+    from processors.ocr import warm_up
+
+    warm_up(engine)
+
+
+def _read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
+    """prepare_and_read, minus the OCR copy of the page on the way back: only the archive
+    image is needed from here on, and the OCR copy would double what crosses processes."""
+    prepared, page = prepare_and_read(source, engine)
+    prepared.ocr_image = np.zeros((1, 1), dtype=np.uint8)
+    return prepared, page
 
 
 def _finish(record: Record, pages: list[tuple[PreparedPage, Page]], out_dir: Path,
@@ -72,7 +86,11 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
     workers = workers or settings.ocr_concurrency or os.cpu_count() or 1
     outcomes: dict[Path, Outcome] = {p: Outcome(input=p) for p in inputs}
     ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+    # workers fork from a server that has imported the heavy modules once (OpenCV, ONNX Runtime)
+    ctx.set_forkserver_preload(["processors.document", "processors.ocr", "processors.prepare", "processors.pdfa",
+                                "processors.metadata"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(engine,)) as pool:
         pending: list[_Pending] = []
         finishing: dict[Future, Path] = {}
 
@@ -112,11 +130,12 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
                 continue
             record = start_record(loaded)
             item = _Pending(input=path, record=record)
-            item.page_futures = [pool.submit(prepare_and_read, page, engine) for page in loaded.pages]
+            item.page_futures = [pool.submit(_read_page, page, engine) for page in loaded.pages]
             pending.append(item)
             del loaded
-            # keep memory bounded: never hold more than a few documents' pages in flight
-            while len(pending) + len(finishing) > workers * 2:
+            # read ahead so no core waits for the next scan to be decoded, but keep memory
+            # bounded (a colour A4 page is about 30 MB decoded)
+            while len(pending) + len(finishing) > workers * 3:
                 drain(block=True)
         while pending or finishing:
             drain(block=True)

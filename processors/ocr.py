@@ -722,3 +722,13 @@ def get_engine(name: str = "default") -> OcrEngine:
     if key not in _CACHE:
         _CACHE[key] = _ENGINES[key]()
     return _CACHE[key]
+
+
+def warm_up(name: str = "default") -> None:
+    """Load an engine's models now (about 1 s for RapidOCR), so a worker process pays for it
+    while the first scan is still being decoded rather than on its first page."""
+    engine = get_engine(name)
+    if isinstance(engine, (RapidOcrEngine, AutoEngine)):
+        instance = _rapidocr()
+        _rapid_det(instance)
+        _rapid_rec(instance)

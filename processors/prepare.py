@@ -694,8 +694,46 @@ def turn_upright(arr_or_img, rotation_deg: int):
     return np.ascontiguousarray(np.rot90(arr_or_img, k)) if k else arr_or_img
 
 
-def trial_read(crop: np.ndarray, pair: list[tuple[int, str]], timeout: float = 30.0) -> dict[tuple[int, str], float]:
-    """Read one crop in two readings of the same writing mode with one tesseract call.
+TESSDATA = "/usr/share/tesseract-ocr/5/tessdata/"
+_TESS_APIS: dict[tuple[str, str], object] = {}
+
+
+def _tesseract_words(image: np.ndarray, lang: str, psm: str) -> list[tuple[tuple[int, int, int, int], float, str]]:
+    """(box, confidence, text) of every word tesseract reads in `image`.
+
+    Through tesserocr, whose API keeps the language model loaded in this process: a
+    trial read is on every page, and loading jpn for each one as a fresh tesseract
+    process cost about 0.16 s of the 0.25 s the read takes.
+    """
+    import tesserocr
+
+    key = (lang, psm)
+    api = _TESS_APIS.get(key)
+    if api is None:
+        api = tesserocr.PyTessBaseAPI(path=TESSDATA, lang=lang, psm=int(psm))
+        _TESS_APIS[key] = api
+    api.SetImage(Image.fromarray(image))
+    api.Recognize()
+    words = []
+    level = tesserocr.RIL.WORD
+    iterator = api.GetIterator()
+    if iterator is None:
+        return words
+    for word in tesserocr.iterate_level(iterator, level):
+        try:
+            text = (word.GetUTF8Text(level) or "").strip()
+        except RuntimeError:  # tesserocr raises for a word with no text
+            continue
+        box = word.BoundingBox(level)
+        if not text or box is None:
+            continue
+        x0, y0, x1, y1 = box
+        words.append(((x0, y0, x1 - x0, y1 - y0), float(word.Confidence(level)), text))
+    return words
+
+
+def trial_read(crop: np.ndarray, pair: list[tuple[int, str]]) -> dict[tuple[int, str], float]:
+    """Read one crop in two readings of the same writing mode with one tesseract read.
 
     The crop (stored orientation, deskewed) is turned upright for each candidate and
     the two views are put side by side (stacked for horizontal, abreast for vertical
@@ -727,27 +765,10 @@ def trial_read(crop: np.ndarray, pair: list[tuple[int, str]], timeout: float = 3
         sheet = np.hstack(parts)
         lang, psm, coord = "jpn_vert", "5", "x"
     sheet = cv2.copyMakeBorder(sheet, gap, gap, gap, gap, cv2.BORDER_CONSTANT, value=255)
-    try:
-        proc = subprocess.run(
-            ["tesseract", "stdin", "stdout", "--psm", psm, "-l", lang, "tsv"],
-            input=_png_bytes(sheet), capture_output=True, timeout=timeout, env=_TESS_ENV, check=False,
-        )
-        out = proc.stdout.decode("utf-8", "replace")
-    except (OSError, subprocess.TimeoutExpired):
-        out = ""
     sums = [[0.0, 0.0] for _ in pair]
-    for line in out.splitlines()[1:]:
-        parts_ = line.split("\t")
-        if len(parts_) < 12 or parts_[0] != "5" or not parts_[11].strip():
-            continue
-        try:
-            left, top, w, h, conf = (float(v) for v in parts_[6:11])
-        except ValueError:
-            continue
-        if conf < 0:
-            continue
+    for (left, top, w, h), conf, text in _tesseract_words(sheet, lang, psm):
         centre = (left + w / 2 if coord == "x" else top + h / 2) - gap
-        n = len(parts_[11].strip())
+        n = len(text)
         for k, (lo, hi) in enumerate(offsets):
             if lo - gap / 2 <= centre < hi + gap / 2:
                 sums[k][0] += conf * n
