@@ -85,6 +85,9 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
     engine = engine or settings.ocr_engine
     workers = workers or settings.ocr_concurrency or os.cpu_count() or 1
     outcomes: dict[Path, Outcome] = {p: Outcome(input=p) for p in inputs}
+    # set before the fork server starts, so the libraries it preloads see them at import
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
     ctx = multiprocessing.get_context("forkserver")
     # workers fork from a server that has imported the heavy modules once (OpenCV, ONNX Runtime)
     ctx.set_forkserver_preload(["processors.document", "processors.ocr", "processors.prepare", "processors.pdfa",
