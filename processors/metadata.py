@@ -892,7 +892,7 @@ def _read_invoice(doc: Doc, hit: TitleHit | None) -> _Layout:
 _PARTY_WORDS = r"甲|乙|丙|申|Z|発注者|委託者|受注者|受託者"
 _PARTY_OF = {"申": "甲", "Z": "乙", "発注者": "甲", "委託者": "甲", "受注者": "乙", "受託者": "乙"}
 _PARTY_RAW = re.compile(rf"^[(（\[【]?(?P<p>{_PARTY_WORDS})[)）\]】]?(?:[\s\u3000:：]+|$)")
-_PARTY_KEY = re.compile(rf"^[(（\[【]?(?P<p>甲|乙|丙|発注者|受注者|委託者|受託者)[)）\]】]?"
+_PARTY_KEY = re.compile(r"^[(（\[【]?(?P<p>甲|乙|丙|発注者|受注者|委託者|受託者)[)）\]】]?"
                         r"(?=$|[:：]|住所|所在地|名称|氏名|商号|\S{0,3}?[都道府県])")
 Block = list[tuple[str, TLine]]
 
