@@ -71,6 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
+from processors.dates import fiscal_year, parse_kanji_number
 from schemas.record import Record
 
 __all__ = [
@@ -79,7 +80,6 @@ __all__ = [
     "REGISTER_COLUMNS",
     "SearchHit",
     "document_number_key",
-    "fiscal_year_of",
     "normalize",
     "query_terms",
     "write_register_csv",
@@ -133,28 +133,7 @@ def query_terms(query: str | None) -> list[str]:
     return terms
 
 
-_KANJI_DIGITS = {"〇": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_KANJI_UNITS = {"十": 10, "百": 100, "千": 1000}
 _KANJI_NUMBER_IN_NUMBER = re.compile(r"(?<=第)([〇零一二三四五六七八九十百千万]+)(?=号)")
-
-
-def _kanji_to_int(numeral: str) -> int | None:
-    """一二三四 and 千二百三十四 -> 1234 (both styles appear in vertically written numbers)."""
-    if all(ch in _KANJI_DIGITS for ch in numeral):
-        return int("".join(str(_KANJI_DIGITS[ch]) for ch in numeral))
-    total, section, digit = 0, 0, None
-    for ch in numeral:
-        if ch in _KANJI_DIGITS:
-            if digit is not None:  # two digits in a row in the unit style: not a numeral we know
-                return None
-            digit = _KANJI_DIGITS[ch]
-        elif ch in _KANJI_UNITS:
-            section += (1 if digit is None else digit) * _KANJI_UNITS[ch]
-            digit = None
-        elif ch == "万":
-            total += (section + (digit or 0)) * 10_000
-            section, digit = 0, None
-    return total + section + (digit or 0)
 
 
 def document_number_key(number: str | None) -> str:
@@ -163,17 +142,10 @@ def document_number_key(number: str | None) -> str:
     key = normalize(number)
 
     def arabic(match: re.Match[str]) -> str:
-        value = _kanji_to_int(match.group(1))
+        value = parse_kanji_number(match.group(1))
         return match.group(1) if value is None else str(value)
 
     return _KANJI_NUMBER_IN_NUMBER.sub(arabic, key)[:_KEY_LEN]
-
-
-def fiscal_year_of(day: dt.date | None) -> int | None:
-    """The Japanese fiscal year (年度, April to March) a date falls in."""
-    if day is None:
-        return None
-    return day.year if day.month >= 4 else day.year - 1
 
 
 # Marks the end of a field: the last character of each field is indexed as the bigram
@@ -363,7 +335,7 @@ def _rows(record: Record) -> tuple[dict[str, object], dict[str, object]]:
         "document_number": _clean(meta.document_number),
         "title": _clean(meta.title),
         "document_date": meta.document_date,
-        "fiscal_year": meta.fiscal_year if meta.fiscal_year is not None else fiscal_year_of(meta.document_date),
+        "fiscal_year": meta.fiscal_year if meta.fiscal_year is not None else (fiscal_year(meta.document_date) if meta.document_date else None),
         "issuer": _clean(meta.issuer),
         "addressee": _clean(meta.addressee),
         "counterparty": _clean(meta.counterparty),
