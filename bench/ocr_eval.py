@@ -1,6 +1,7 @@
 """Measure kiroku's OCR engines on the sample corpus: accuracy (CER) and speed.
 
     .venv/bin/python bench/ocr_eval.py [--engines tesseract,rapidocr,auto] [--samples DIR] [--workers 2] [--docs d2_001,...]
+                                      [--runtime openvino|onnxruntime]
 
 Only reading is measured, not geometry: every page is turned upright and straightened
 with the TRUE rotation and skew from its *.truth.json, converted to gray, red seal ink
@@ -191,10 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", default="", help="comma-separated document ids (default: all)")
     ap.add_argument("--clean", choices=("simple", "prepare"), default="simple",
                     help="reading copy: simple (here, ocr_scale 1) or prepare (processors.prepare.make_ocr_image)")
+    ap.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=None,
+                    help="what runs the PP-OCR models (default: processors.ocr.inference_runtime's choice)")
     ap.add_argument("--dump", type=Path, default=None, help="write every engine's page text here")
     ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args(argv)
 
+    if args.runtime:
+        os.environ["KIROKU_OCR_RUNTIME"] = args.runtime  # read by the workers when they load the models
     if not args.samples.is_dir():
         print(f"no samples at {args.samples}", file=sys.stderr)
         return 2

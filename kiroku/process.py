@@ -103,7 +103,10 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
 
         def drain(block: bool) -> None:
             """Finish documents whose pages are all read; collect finished ones."""
-            futures = [f for p in pending for f in p.page_futures] + list(finishing)
+            # only futures still running: a done one would make wait() return at once, and
+            # the loop would spin on a core the workers need (it took half of one)
+            futures = [f for p in pending for f in p.page_futures if not f.done()]
+            futures += [f for f in finishing if not f.done()]
             if block and futures:
                 wait(futures, return_when=FIRST_COMPLETED)
             for item in list(pending):

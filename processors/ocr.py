@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 import cv2
@@ -446,34 +448,90 @@ class TesseractEngine:
 # ---------------------------------------------------------------------------
 
 _RAPID_LOCK = threading.Lock()
-_RAPID = None
+_RAPID_IDLE: list = []  # RapidOCR instances no thread is using right now
 
 
-def _rapidocr():
-    """One RapidOCR instance per process, single-threaded, with the wheel's own models.
+@contextmanager
+def lent_rapidocr():
+    """A RapidOCR instance for this caller alone, given back when the block ends.
+
+    An OpenVINO infer request must not run in two threads at once, and the Prefect
+    flows read pages in threads; so each concurrent caller gets its own instance, made
+    on first need (about 1 s) and then reused. There are never more instances than
+    pages read at once (one per core), and a process that reads one page at a time
+    (a `kiroku process` worker) keeps exactly one.
+    """
+    with _RAPID_LOCK:
+        instance = _RAPID_IDLE.pop() if _RAPID_IDLE else None
+    if instance is None:
+        instance = _new_rapidocr()
+    try:
+        yield instance
+    finally:
+        with _RAPID_LOCK:
+            _RAPID_IDLE.append(instance)
+
+
+def inference_runtime() -> str:
+    """What runs the PP-OCR models: OpenVINO in bfloat16 where the CPU computes bfloat16
+    natively, else ONNX Runtime in float32.
+
+    The same ONNX files from the rapidocr wheel either way. On the samples
+    (bench/ocr_eval.py --runtime, one thread, AVX512-BF16 CPU) OpenVINO's bf16 models
+    read a page in 1.2 s against ONNX Runtime's 1.8 s, at 0.30-0.35% CER against
+    0.27%. In float32 OpenVINO was slower than ONNX Runtime (2.1 s), so without native
+    bf16 it is not used. KIROKU_OCR_RUNTIME=onnxruntime turns OpenVINO off.
+    """
+    if os.environ.get("KIROKU_OCR_RUNTIME", "").strip().lower() in ("onnxruntime", "ort"):
+        return "onnxruntime"
+    return "openvino" if _cpu_has_native_bf16() else "onnxruntime"
+
+
+@lru_cache(maxsize=1)
+def _cpu_has_native_bf16() -> bool:
+    try:
+        import openvino
+    except ImportError:
+        return False
+    try:
+        return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no usable CPU plugin: ONNX Runtime it is
+        return False
+
+
+def _new_rapidocr():
+    """A RapidOCR instance, single-threaded, with the wheel's own models.
 
     The default config (PP-OCRv6 small det/rec, multilingual incl. Japanese) resolves
     to the files shipped in the wheel; asking for another language or version would
     start a download, which kiroku never does. The detector's own resizing is turned
     off (limit_side_len 32): RapidOcrEngine decides the detection scale itself.
+    One thread per instance: the pipeline reads one page per core.
     """
-    global _RAPID
-    with _RAPID_LOCK:
-        if _RAPID is None:
-            from rapidocr import RapidOCR
+    from rapidocr import EngineType, RapidOCR
 
-            _RAPID = RapidOCR(
-                params={
-                    "Global.log_level": "warning",
-                    "Global.use_cls": False,  # pages arrive upright
-                    "Det.limit_side_len": 32,
-                    "Det.limit_type": "min",
-                    "EngineConfig.onnxruntime.intra_op_num_threads": 1,
-                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
-                    "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
-                }
-            )
-        return _RAPID
+    params = {
+        "Global.log_level": "warning",
+        "Global.use_cls": False,  # pages arrive upright
+        "Det.limit_side_len": 32,
+        "Det.limit_type": "min",
+        "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+        "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
+    }
+    if inference_runtime() == "openvino":
+        params.update({
+            "Det.engine_type": EngineType.OPENVINO,
+            "Rec.engine_type": EngineType.OPENVINO,
+            "EngineConfig.openvino.inference_num_threads": 1,
+            "EngineConfig.openvino.num_streams": 1,
+            "EngineConfig.openvino.performance_hint": "LATENCY",
+            # OpenVINO pins its thread to a core by default, and every worker
+            # process picks the same one: two workers then share one core and
+            # each page took 1.9x as long (measured). The OS places them better.
+            "EngineConfig.openvino.enable_cpu_pinning": False,
+        })
+    return RapidOCR(params=params)
 
 
 def _rapid_det(engine):
@@ -529,8 +587,11 @@ class RapidOcrEngine:
 
     def tokens(self, page: PreparedPage, image: np.ndarray | None = None) -> list[Token]:
         """Detected lines with their text as Tokens in ocr_image pixels (no reading order)."""
-        engine = _rapidocr()
-        gray = np.ascontiguousarray(page.ocr_image if image is None else image, dtype=np.uint8)
+        with lent_rapidocr() as engine:
+            return self._tokens(engine, page.ocr_image if image is None else image)
+
+    def _tokens(self, engine, image: np.ndarray) -> list[Token]:
+        gray = np.ascontiguousarray(image, dtype=np.uint8)
         det_gray = suppress_light_ink(gray) if self.light_ink else gray
         if self.light_ink >= 2:
             gray = det_gray
@@ -543,21 +604,21 @@ class RapidOcrEngine:
             return []
         fx, fy = w / small.shape[1], h / small.shape[0]
         boxes = [np.asarray(b, dtype=np.float32) * np.array([fx, fy], dtype=np.float32) for b in det.boxes]
-        out = self._read_boxes(gray, boxes)
+        out = self._read_boxes(engine, gray, boxes)
         for y0, y1 in comb_field_bands(out):
-            out = self._reread_band(gray, det_gray, out, y0, y1)
+            out = self._reread_band(engine, gray, det_gray, out, y0, y1)
         return out
 
-    def _read_boxes(self, gray: np.ndarray, boxes: list[np.ndarray], dy: float = 0.0) -> list[Token]:
+    def _read_boxes(self, engine, gray: np.ndarray, boxes: list[np.ndarray], dy: float = 0.0) -> list[Token]:
         out: list[Token] = []
-        for pts, (text, score) in zip(boxes, self.recognize(gray, boxes)):
+        for pts, (text, score) in zip(boxes, self.recognize(gray, boxes, engine)):
             if not text or score < self.min_score:
                 continue
             out.append(Token(text, float(pts[:, 0].min()), float(pts[:, 1].min()) + dy, float(pts[:, 0].max()),
                              float(pts[:, 1].max()) + dy, 100.0 * float(score)))
         return out
 
-    def _reread_band(self, gray: np.ndarray, det_gray: np.ndarray, tokens: list[Token], y0: int, y1: int) -> list[Token]:
+    def _reread_band(self, engine, gray: np.ndarray, det_gray: np.ndarray, tokens: list[Token], y0: int, y1: int) -> list[Token]:
         """Detect one band again at full resolution and let its tokens replace the first pass's.
 
         Digits written one per box (個人番号, 郵便番号 comb fields) are small and boxed; the
@@ -566,21 +627,29 @@ class RapidOcrEngine:
         so detecting it at full size costs little.
         """
         band = cv2.cvtColor(np.ascontiguousarray(det_gray[y0:y1]), cv2.COLOR_GRAY2BGR)
-        det = _rapid_det(_rapidocr())(band)
+        det = _rapid_det(engine)(band)
         if det.boxes is None or len(det.boxes) == 0:
             return tokens
         boxes = [np.asarray(b, dtype=np.float32) for b in det.boxes]
-        fresh = self._read_boxes(np.ascontiguousarray(gray[y0:y1]), boxes, dy=float(y0))
+        fresh = self._read_boxes(engine, np.ascontiguousarray(gray[y0:y1]), boxes, dy=float(y0))
+        # a line the band's edge cuts through is read from half its height (an invoice's
+        # next table row came back as 巴细A4 and 2.2.40 beside the real one): only lines
+        # lying inside the band count
+        fresh = [t for t in fresh if t.y0 > y0 + 2 and t.y1 < y1 - 2]
         if _digit_count(fresh) <= _digit_count([t for t in tokens if y0 <= t.cy <= y1]):
             return tokens
         return [t for t in tokens if not (y0 <= t.cy <= y1)] + fresh
 
-    def recognize(self, gray: np.ndarray, boxes: list[np.ndarray]) -> list[tuple[str, float]]:
+    def recognize(self, gray: np.ndarray, boxes: list[np.ndarray], engine=None) -> list[tuple[str, float]]:
         """Read the text in each box (4 corner points, ocr pixels): (text, score 0-1) per box.
 
         Crops taller than 1.5x their width are turned a quarter by rapidocr's helper and
         read as vertical text; everything is recognised in batches sorted by width.
+        ``engine``: the RapidOCR instance the caller already holds, else one is lent.
         """
+        if engine is None:
+            with lent_rapidocr() as lent:
+                return self.recognize(gray, boxes, lent)
         from rapidocr.ch_ppocr_rec import TextRecInput
         from rapidocr.utils.process_img import get_rotate_crop_image
 
@@ -588,7 +657,7 @@ class RapidOcrEngine:
             return []
         bgr = gray if gray.ndim == 3 else cv2.cvtColor(np.ascontiguousarray(gray, dtype=np.uint8), cv2.COLOR_GRAY2BGR)
         crops = [get_rotate_crop_image(bgr, np.asarray(b, dtype=np.float32).copy()) for b in boxes]
-        rec = _rapid_rec(_rapidocr())(TextRecInput(img=crops, return_word_box=False))
+        rec = _rapid_rec(engine)(TextRecInput(img=crops, return_word_box=False))
         return [((t or "").strip(), float(sc)) for t, sc in zip(rec.txts or (), rec.scores or ())]
 
     def read(self, page: PreparedPage) -> PageText:
@@ -729,6 +798,6 @@ def warm_up(name: str = "default") -> None:
     while the first scan is still being decoded rather than on its first page."""
     engine = get_engine(name)
     if isinstance(engine, (RapidOcrEngine, AutoEngine)):
-        instance = _rapidocr()
-        _rapid_det(instance)
-        _rapid_rec(instance)
+        with lent_rapidocr() as instance:
+            _rapid_det(instance)
+            _rapid_rec(instance)

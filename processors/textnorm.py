@@ -216,6 +216,37 @@ _KATAKANA_LOOKALIKES = {
 }
 
 
+# Simplified Chinese forms a multilingual (Chinese-trained) recogniser sometimes gives
+# for a Japanese kanji (单価 for 単価). Only characters outside JIS X 0208 (cp932)
+# are listed, so no character a Japanese document can contain is ever changed.
+_SIMPLIFIED = (
+    "单发书说关门问间东车长马鱼见贝页读语调请议记设认计论证该详课谢话诉访购费资贷质货转输务动劳县业专两严为乡买卖亚产亲仓众优"
+    "传伤侧债兴养军农击则刚创别剂劝压厅历员响团园围图圆场块报执层岁币师带帐庆库应开异张弹归录彻总恶惯战户扩择换损时显术杂权极"
+    "构标样桥检欢步济测满热爱环现电疗监确离种积稳竞笔简类纪约级纳纸线练组细终经结绍给统继续维综绿编缩罚职联胜脑节药获营补观规"
+    "视览觉订讨让训讲许诊试误谈负财责败贯贴贸贺赏跃轮软较边达过运还进远连选遗邮邻释钱铁银错闭闻阅队阶际陆险隐难预领题额风飞馆"
+    "验鸟龄织汉纵扰项顺须顾频颁俭剑圣坛处备复夺奋妇孙宁实宪宫审宽对寻导尔尝岛废忆怀态恳惊戏扫护拟拥挥摄摇敌晓暂杀栈栋树毕汤沟"
+    "泽洁浊润渐渔滤滥滨灭灵炼烦烧猎盐盘矫础祸穷竖紧纠红纤纯纲纷纺绅绘络绝绩绪绵缓缘罗聪肃肠肾脏腾舰艺苏荣蓝虏虑讼评识诈词译诗"
+    "诚诞诸诺谊谋谨谱贞贡贤贩贫贵贼赋赖赞赠轨轴轻载辈辉迁违迟酿钟钢铃铜铭锐锦锻镇镜阀阳阴阵陈雾韩顶顽颜饥饭饮饰饱饲骑鲜鸡鸣鹤"
+    "齐齿龙龟"
+)
+_JAPANESE = (
+    "単発書説関門問間東車長馬魚見貝頁読語調請議記設認計論証該詳課謝話訴訪購費資貸質貨転輸務動労県業専両厳為郷買売亜産親倉衆優"
+    "伝傷側債興養軍農撃則剛創別剤勧圧庁歴員響団園囲図円場塊報執層歳幣師帯帳慶庫応開異張弾帰録徹総悪慣戦戸拡択換損時顕術雑権極"
+    "構標様橋検歓歩済測満熱愛環現電療監確離種積穏競筆簡類紀約級納紙線練組細終経結紹給統継続維総緑編縮罰職連勝脳節薬獲営補観規"
+    "視覧覚訂討譲訓講許診試誤談負財責敗貫貼貿賀賞躍輪軟較辺達過運還進遠連選遺郵隣釈銭鉄銀錯閉聞閲隊階際陸険隠難預領題額風飛館"
+    "験鳥齢織漢縦擾項順須顧頻頒倹剣聖壇処備復奪奮婦孫寧実憲宮審寛対尋導爾嘗島廃憶懐態懇驚戯掃護擬擁揮摂揺敵暁暫殺桟棟樹畢湯溝"
+    "沢潔濁潤漸漁濾濫浜滅霊錬煩焼猟塩盤矯礎禍窮竪緊糾紅繊純綱紛紡紳絵絡絶績緒綿緩縁羅聡粛腸腎臓騰艦芸蘇栄藍虜慮訟評識詐詞訳詩"
+    "誠誕諸諾誼謀謹譜貞貢賢販貧貴賊賦頼賛贈軌軸軽載輩輝遷違遅醸鐘鋼鈴銅銘鋭錦鍛鎮鏡閥陽陰陣陳霧韓頂頑顔飢飯飲飾飽飼騎鮮鶏鳴鶴"
+    "斉歯竜亀"
+)
+_TO_JAPANESE_FORM = str.maketrans(_SIMPLIFIED, _JAPANESE)
+
+
+def japanese_forms(text: str) -> str:
+    """Replace simplified Chinese forms by the Japanese kanji they stand for (单価 -> 単価)."""
+    return text.translate(_TO_JAPANESE_FORM)
+
+
 _JP_BRACKETS = re.compile(r"[(（]([^()（）]*)[)）]")
 
 
@@ -231,8 +262,9 @@ def fix_confusions(text: str) -> str:
       ``l``/``I`` -> ``1`` when both neighbours are digits (``2O24`` -> ``2024``).
     * ASCII parentheses around Japanese become the full-width ones Japanese documents
       print (``(通知)`` -> ``（通知）``); NFKC maps them back, so nothing is lost.
+    * simplified Chinese forms become Japanese ones (japanese_forms).
     """
-    chars = list(text)
+    chars = list(japanese_forms(text))
     n = len(chars)
     for i, ch in enumerate(chars):
         prev = chars[i - 1] if i > 0 else ""
