@@ -559,7 +559,8 @@ class RapidOcrEngine:
     """PP-OCRv6 (small, multilingual) through rapidocr + onnxruntime, one thread per page.
 
     kiroku's default engine: 0.3% CER on the sample corpus against tesseract's 3.5%,
-    for about 1.8 s of CPU a page against 0.8 s (bench/ocr_eval.py).
+    for about 1.2 s of CPU a page (1.8 s without OpenVINO bf16) against tesseract's
+    0.7 s (bench/ocr_eval.py).
 
     Detection runs on a copy of the page scaled so that its longer side is
     ``det_max_side`` pixels: detection cost grows with the area (2000 px, rapidocr's
