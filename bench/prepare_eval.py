@@ -1,12 +1,15 @@
 """How well does the prepare stage find each page's geometry? Truth vs found, per page.
 
-    .venv/bin/python bench/prepare_eval.py [--samples ../shared/samples] [--full]
+    .venv/bin/python bench/prepare_eval.py [--samples ../shared/samples] [--full] [--turns 90,180,270]
 
 For every page of every sample it prints the truth and what prepare found (rotation,
 writing mode, skew, blank) and the time taken, then a summary: rotation, writing-mode
 and blank accuracy, median and max absolute skew error (non-blank pages, as the
 evaluator scores them). By default only the geometry is analysed; --full runs the
 whole prepare_page (archive and OCR images too) so its timing is the stage's real cost.
+--turns also reads every page turned a further quarter, half or three-quarter turn
+clockwise (the truth's rotation plus the turn is then expected): twelve documents
+become four times as many orientation cases.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +41,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=Path, default=ROOT.parent / "shared" / "samples")
     ap.add_argument("--full", action="store_true", help="time the whole prepare_page, not just the analysis")
+    ap.add_argument("--turns", default="", help="extra clockwise turns to try every page in too, e.g. 90,180,270")
     args = ap.parse_args()
+    turns = [0] + [int(t) for t in args.turns.split(",") if t.strip()]
     truths = sorted(args.samples.glob("*.truth.json"))
     if not truths:
         print(f"no samples under {args.samples}", file=sys.stderr)
@@ -47,8 +53,12 @@ def main() -> int:
     for tpath in truths:
         truth = json.loads(tpath.read_text(encoding="utf-8"))
         doc = load_document(args.samples / truth["file"])
-        for page, tp in zip(doc.pages, truth["pages"]):
+        for (page, tp), turn in ((pt, t) for pt in zip(doc.pages, truth["pages"]) for t in turns):
             page.image.load()  # decoding the file is the load stage's cost, not ours
+            if turn:
+                page = replace(page, image=page.image.rotate(-turn, expand=True), jpeg_bytes=None,
+                               dpi=page.dpi if turn == 180 else page.dpi[::-1])
+                tp = dict(tp, rotation_deg=(tp["rotation_deg"] + turn) % 360)
             t0, c0 = time.perf_counter(), _cpu()
             if args.full:
                 pp = prepare_page(page)
@@ -70,7 +80,7 @@ def main() -> int:
             if found["blank"] != tp["blank"]:
                 flag = "  <-- BLANK WRONG"
             print(
-                f"{truth['id']}/{page.index:<4d} {tp['rotation_deg']:>4d}/{found['rotation']:<4d} "
+                f"{truth['id']}/{page.index}{'+' + str(turn) if turn else '':<4s} {tp['rotation_deg']:>4d}/{found['rotation']:<4d} "
                 f"{tp['writing_mode'][:4]:>5s}/{found['mode'][:4]:<5s} {tp['skew_deg']:>+6.2f}/{found['skew']:<+7.2f} "
                 f"{'' if tp['blank'] else f'{err:.2f}':>6s} {str(tp['blank'])[0]:>5s}/{str(found['blank'])[0]:<4s} {dt:>5.2f}s {dc:>5.2f}s  {note}{flag}"
             )

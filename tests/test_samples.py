@@ -91,3 +91,30 @@ def test_page_geometry_is_right(processed: dict) -> None:
             skew_errors.append(abs(page["skew_deg"] - truth["skew_deg"]))
     assert statistics.median(skew_errors) <= 0.2
     assert max(skew_errors) <= 0.5
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_every_sample_page_is_set_upright_from_any_further_turn(shared: Path, turn: int) -> None:
+    """Twelve documents are few orientation cases: each page is turned a further quarter,
+    half and three-quarter turn, and prepare must still find how it lies (bench/prepare_eval.py
+    --turns). An upside-down vertical 辞令 was once left upside down here."""
+    from dataclasses import replace
+
+    from processors.images import load_document
+    from processors.prepare import analyse_geometry
+
+    wrong = []
+    for truth_path in sorted((shared / "samples").glob("*.truth.json")):
+        truth = json.loads(truth_path.read_text(encoding="utf-8"))
+        doc = load_document(shared / "samples" / truth["file"])
+        for page, tp in zip(doc.pages, truth["pages"]):
+            if tp["blank"]:
+                continue
+            turned = replace(page, image=page.image.rotate(-turn, expand=True), jpeg_bytes=None,
+                             dpi=page.dpi if turn == 180 else page.dpi[::-1])
+            geo = analyse_geometry(turned)
+            expected = ((tp["rotation_deg"] + turn) % 360, tp["writing_mode"])
+            if (geo.rotation_deg, geo.writing_mode) != expected:
+                wrong.append(f"{truth['id']}/{page.index}: {geo.rotation_deg} {geo.writing_mode}, expected {expected}")
+            assert abs(geo.skew_deg - tp["skew_deg"]) <= 0.5, f"{truth['id']}/{page.index} skew {geo.skew_deg}"
+    assert not wrong
