@@ -531,6 +531,12 @@ def _new_rapidocr():
             # each page took 1.9x as long (measured). The OS places them better.
             "EngineConfig.openvino.enable_cpu_pinning": False,
         })
+    else:
+        # ONNX Runtime reads crops one at a time faster than in batches of 6 (padded to the
+        # widest): 1.59 against 1.86 s a page, CER 0.35% against 0.30% (bench/ocr_eval.py
+        # --runtime onnxruntime --clean prepare; batches of 2 and 3 fell in between on
+        # both counts, so the difference is padding noise). OpenVINO gained nothing from it.
+        params["Rec.rec_batch_num"] = 1
     return RapidOCR(params=params)
 
 
