@@ -562,7 +562,7 @@ def rapidocr_available() -> bool:
 
 
 class RapidOcrEngine:
-    """PP-OCRv6 (small, multilingual) through rapidocr + onnxruntime, one thread per page.
+    """PP-OCRv6 (small, multilingual) through rapidocr (OpenVINO bf16 or ONNX Runtime: inference_runtime), one thread per page.
 
     kiroku's default engine: 0.3% CER on the sample corpus against tesseract's 3.5%,
     for about 1.2 s of CPU a page (1.8 s without OpenVINO bf16) against tesseract's
