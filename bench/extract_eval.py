@@ -4,7 +4,7 @@
     python bench/extract_eval.py [--samples ../shared/samples] [--noise-seeds 5] [--harsh]
                                  [--ocr-json DIR] [--verbose] [--json OUT]
 
-Runs processors.metadata.extract_from_text on each sample's exact text (pages joined by
+Runs processors.records.metadata.extract_from_text on each sample's exact text (pages joined by
 form feed) and prints per-field exact-match accuracy with the scorer's normalisation
 (NFKC + whitespace removal, honorifics ignored on issuer/addressee/counterparty), and
 PII recall / strict precision / lenient precision as /work/shared/eval/score.py counts
@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from processors.metadata import extract_from_text  # noqa: E402
+from processors.records.extract import extract_from_text  # noqa: E402
 
 FIELDS = ["document_type", "title", "document_number", "document_date", "document_date_text", "issuer",
           "addressee", "fiscal_year", "amount", "counterparty"]
@@ -72,7 +72,7 @@ def _load_scorer_norms():
         if v is None:
             return None
         if name == "document_date":
-            from processors.dates import parse_date
+            from processors.records.dates import parse_date
             d = parse_date(str(v))
             return d.isoformat() if d else None
         if name in ("fiscal_year", "amount"):
@@ -91,7 +91,7 @@ def _load_scorer_norms():
         if t in ("my_number", "phone"):
             s = re.sub(r"\D", "", norm_text(v))
         elif t == "birth_date":
-            from processors.dates import parse_date
+            from processors.records.dates import parse_date
             d = parse_date(str(v))
             s = d.isoformat() if d else None
         elif t == "address":

@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from rapidfuzz.distance import Levenshtein  # noqa: E402
 
-from processors.pages import PreparedPage  # noqa: E402
-from processors.textnorm import normalize_for_compare  # noqa: E402
+from processors.reading.pages import PreparedPage  # noqa: E402
+from processors.reading.textnorm import normalize_for_compare  # noqa: E402
 
 DEFAULT_SAMPLES = ROOT.parent / "shared" / "samples"
 
@@ -84,7 +84,7 @@ def prepared_from_truth(img: Image.Image, truth_page: dict, index: int, clean: s
 
     ``clean="simple"`` makes the reading copy here (gray, red dropped, tone evened, at
     the scan's resolution, ocr_scale 1); ``clean="prepare"`` uses the pipeline's own
-    processors.prepare.make_ocr_image (also scaled to 300 dpi, so ocr_scale != 1 on
+    processors.reading.prepare.make_ocr_image (also scaled to 300 dpi, so ocr_scale != 1 on
     200 and 400 dpi scans).
     """
     img = img.convert("RGB") if img.mode not in ("L", "RGB") else img
@@ -97,7 +97,7 @@ def prepared_from_truth(img: Image.Image, truth_page: dict, index: int, clean: s
         img = img.rotate(-skew, resample=Image.BICUBIC, expand=False, fillcolor=fill)
     dpi = int(truth_page.get("dpi") or 300)
     if clean == "prepare":
-        from processors.prepare import make_ocr_image
+        from processors.reading.prepare import make_ocr_image
 
         ocr_image, scale = make_ocr_image(img, dpi)
     else:
@@ -121,10 +121,10 @@ _BUILT: dict = {}
 def make_engine(spec: str):
     """``name`` or ``name:key=value,key=value`` (e.g. ``rapidocr:det_max_side=1280``) -> engine.
 
-    Plain names come from processors.ocr.get_engine; options build a fresh instance of
+    Plain names come from processors.reading.ocr.get_engine; options build a fresh instance of
     the engine class so variants can be compared in one run.
     """
-    from processors import ocr
+    from processors.reading import ocr
 
     if spec in _BUILT:
         return _BUILT[spec]
@@ -191,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--docs", default="", help="comma-separated document ids (default: all)")
     ap.add_argument("--clean", choices=("simple", "prepare"), default="simple",
-                    help="reading copy: simple (here, ocr_scale 1) or prepare (processors.prepare.make_ocr_image)")
+                    help="reading copy: simple (here, ocr_scale 1) or prepare (processors.reading.prepare.make_ocr_image)")
     ap.add_argument("--runtime", choices=("openvino", "onnxruntime"), default=None,
-                    help="what runs the PP-OCR models (default: processors.ocr.inference_runtime's choice)")
+                    help="what runs the PP-OCR models (default: processors.reading.ocr.inference_runtime's choice)")
     ap.add_argument("--dump", type=Path, default=None, help="write every engine's page text here")
     ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     args = ap.parse_args(argv)

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from processors.images import load_document  # noqa: E402
-from processors.prepare import analyse_geometry, prepare_page  # noqa: E402
+from processors.reading.images import load_document  # noqa: E402
+from processors.reading.prepare import analyse_geometry, prepare_page  # noqa: E402
 
 
 def _cpu() -> float:

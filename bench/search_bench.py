@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text as sql  # noqa: E402
 
-from processors.catalog import Catalog, normalize  # noqa: E402
+from processors.archive.catalog import Catalog, normalize  # noqa: E402
 from schemas.record import Archive, Metadata, Record, Retention, Source  # noqa: E402
 
 DEPARTMENTS = ["総務課", "財政課", "企画政策課", "税務課", "市民課", "福祉課", "子育て支援課", "健康推進課", "環境保全課",

@@ -24,8 +24,9 @@ from prefect.tasks import exponential_backoff
 from kiroku import wiring
 from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
-from processors import document, inbox
-from processors.pages import LoadedDocument, PreparedPage, SourcePage
+from processors import document
+from processors.archive import inbox
+from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
 # One OCR page per core across every document in this process: tesseract is
@@ -47,7 +48,7 @@ def _document_run_name() -> str:
 
 @task(name="load scan", cache_policy=NO_CACHE)
 def load_scan(path: Path, settings: Settings) -> LoadedDocument:
-    from processors.images import load_document
+    from processors.reading.images import load_document
 
     return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
 
@@ -75,7 +76,7 @@ def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path:
 
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
     """Retry storage only for faults that can go away (network, 5xx, throttling)."""
-    from processors.storage import TransientStorageError
+    from processors.archive.storage import TransientStorageError
 
     try:
         state.result()
@@ -89,7 +90,7 @@ def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook 
 @task(name="store in archive", cache_policy=NO_CACHE, retries=4,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_transient)
 def store_archive(record: Record, pdf_path: Path, original: Path, settings: Settings) -> Record:
-    from processors.archiving import store_record
+    from processors.archive.archiving import store_record
 
     return store_record(wiring.archive_store(settings), record, pdf_path, original)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import watchfiles
 
 from kiroku.config import Settings
-from processors import inbox
+from processors.archive import inbox
 
 log = logging.getLogger("kiroku.watch")
 DEPLOYMENT = "ingest-document/kiroku"

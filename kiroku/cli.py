@@ -88,7 +88,7 @@ def extract(
                                                             "(default: the configured one, else fiscal)")] = None,
 ) -> None:
     """Metadata, personal data, classification and retention from text, without OCR."""
-    from processors.metadata import extract_from_text
+    from processors.records.extract import extract_from_text
 
     options = _settings().extract_options
     if start_rule:
@@ -244,7 +244,7 @@ def get(record_id: Annotated[str, typer.Argument(help="record id")],
         original: Annotated[bool, typer.Option(help="fetch the original scan instead of the PDF/A")] = False) -> None:
     """Download a record's PDF/A (or original scan) from storage, verifying its SHA-256."""
     from kiroku import wiring
-    from processors.archiving import fetch_verified
+    from processors.archive.archiving import fetch_verified
 
     settings = _settings()
     record = wiring.catalog(settings).get(record_id)
@@ -294,8 +294,8 @@ def retention_extend(
 ) -> None:
     """延長: lengthen a record's retention; the stored objects' locks move with it. Shortening is refused."""
     from kiroku import wiring
-    from processors.archiving import extend_stored_retention
-    from processors.storage import StorageError
+    from processors.archive.archiving import extend_stored_retention
+    from processors.archive.storage import StorageError
 
     if (period is None) == (until is None):
         err.print("give exactly one of --period or --until")
@@ -322,7 +322,7 @@ def register_export(output: Annotated[Path, typer.Option("-o", "--output", help=
                     fiscal_year: Annotated[Optional[int], typer.Option(help="年度 to export (default all)")] = None) -> None:
     """Write the 行政文書ファイル管理簿 as CSV (UTF-8 with BOM, so Excel opens it)."""
     from kiroku import wiring
-    from processors.catalog import write_register_csv
+    from processors.archive.catalog import write_register_csv
 
     rows = wiring.catalog(_settings()).register_rows(fiscal_year)
     write_register_csv(rows, output)

@@ -19,7 +19,7 @@ import numpy as np
 
 from kiroku.config import Settings
 from processors.document import finish_document, prepare_and_read, start_record
-from processors.pages import InputError, PreparedPage, SourcePage
+from processors.reading.pages import InputError, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
 
@@ -50,7 +50,7 @@ def _worker_init(engine: str) -> None:
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover - opencv is a dependency
         pass
-    from processors.ocr import warm_up
+    from processors.reading.ocr import warm_up
 
     warm_up(engine)
 
@@ -73,7 +73,7 @@ def _finish(record: Record, pages: list[tuple[PreparedPage, Page]], out_dir: Pat
 
 
 def _load(path: Path, settings: Settings):
-    from processors.images import load_document
+    from processors.reading.images import load_document
 
     return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
 
@@ -90,8 +90,8 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
     os.environ["OMP_NUM_THREADS"] = "1"
     ctx = multiprocessing.get_context("forkserver")
     # workers fork from a server that has imported the heavy modules once (OpenCV, ONNX Runtime)
-    ctx.set_forkserver_preload(["processors.document", "processors.ocr", "processors.prepare", "processors.pdfa",
-                                "processors.metadata"])
+    ctx.set_forkserver_preload(["processors.document", "processors.reading.ocr", "processors.reading.prepare", "processors.reading.pdfa",
+                                "processors.records.metadata"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(engine,)) as pool:
         pending: list[_Pending] = []

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from kiroku.config import Settings
-from processors.storage import S3Credentials
+from processors.archive.storage import S3Credentials
 
 WEED = "seaweedfs"
 PREFECT = "prefect"
@@ -337,9 +337,9 @@ def s3_credentials(settings: Settings) -> S3Credentials | None:
     return ensure_s3_identity(settings)
 
 
-def archive_store(settings: Settings):  # -> processors.storage.ArchiveStore
+def archive_store(settings: Settings):  # -> processors.archive.storage.ArchiveStore
     """An ArchiveStore for the configured S3 (embedded or external) and bucket."""
-    from processors.storage import ArchiveStore
+    from processors.archive.storage import ArchiveStore
 
     return ArchiveStore(settings.s3_url, settings.region, settings.bucket, s3_credentials(settings))
 

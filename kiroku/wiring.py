@@ -6,8 +6,8 @@ import threading
 from functools import lru_cache
 
 from kiroku.config import Settings
-from processors.catalog import Catalog
-from processors.storage import ArchiveStore
+from processors.archive.catalog import Catalog
+from processors.archive.storage import ArchiveStore
 
 _bucket_checked: set[tuple[str, str]] = set()
 _lock = threading.Lock()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from processors.pages import LoadedDocument, PageText, PreparedPage, SourcePage
+from processors.reading.pages import LoadedDocument, PageText, PreparedPage, SourcePage
 from schemas.record import Page, Record, Source
 
 FORM_FEED = "\f"
@@ -41,8 +41,8 @@ def prepare_and_read(source: SourcePage, engine_name: str) -> tuple[PreparedPage
     Blank backs are kept (the archive shows every sheet) but never sent to OCR,
     which would only invent text from bleed-through.
     """
-    from processors.ocr import get_engine
-    from processors.prepare import prepare_page
+    from processors.reading.ocr import get_engine
+    from processors.reading.prepare import prepare_page
 
     prepared = prepare_page(source)
     prepared.source_encoding = prepared.source_encoding or source.encoding
@@ -91,7 +91,7 @@ def extract_metadata(record: Record, *, start_rule: str = "fiscal", schedule: st
     right-aligned under the date, addressee at the left). The schedule, policy and type
     files default to those in schemas/; start_rule is the municipality's 起算日 rule.
     """
-    from processors.metadata import extract_from_text
+    from processors.records.extract import extract_from_text
 
     result = extract_from_text(record.text, pages=record.pages, start_rule=start_rule, schedule=schedule,
                                policy=policy, types=types)
@@ -105,7 +105,7 @@ def extract_metadata(record: Record, *, start_rule: str = "fiscal", schedule: st
 
 def write_archive_pdf(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path) -> str:
     """The searchable PDF/A; returns the flavour it was validated as (never a silent downgrade)."""
-    from processors.pdfa import PdfInfo, write_archive_pdf as write_pdf
+    from processors.reading.pdfa import PdfInfo, write_archive_pdf as write_pdf
 
     md = record.metadata
     info = PdfInfo(title=md.title or record.source.filename, creator=md.issuer, date=md.document_date,

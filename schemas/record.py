@@ -25,10 +25,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+EventType = Literal["received", "read", "stored", "catalogued", "verified", "retention_extended", "legal_hold",
+                    "corrected", "disposition_approved", "transferred", "disposed", "rejected"]
+IntegrityMode = Literal["object-lock", "tamper-evident"]
+
+
 class Source(_Model):
     """Where the scan came from, as it was received (kept bit for bit in the archive)."""
 
-    filename: str
+    filename: str = Field(description="the file name as a person reads it (NFC; a Shift_JIS name decoded)")
+    filename_bytes: str | None = Field(
+        default=None, description="base64 of the name's bytes on disk, when they are not the UTF-8 of filename")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
     format: str = Field(description="png, jpeg, tiff or pdf")
@@ -74,6 +81,10 @@ class Page(_Model):
     height_px: int = Field(gt=0)
     engine: str | None = None
     lines: list[Line] = Field(default_factory=list)
+    source_text: str | None = Field(
+        default=None, description="text a scanner's own OCR put in the PDF, kept as a second witness (not searched)")
+    warnings: list[str] = Field(
+        default_factory=list, description="codes a person should look at, e.g. 'ink_but_no_text'")
 
 
 class Evidence(_Model):
@@ -132,6 +143,20 @@ class Archive(_Model):
     record_key: str
     stored_at: dt.datetime
     retain_until: dt.date | None = None
+    integrity: IntegrityMode = Field(
+        default="object-lock",
+        description="object-lock: the bucket refuses deletion until retain_until; tamper-evident: versioning and "
+                    "SHA-256 only (no lock), so `kiroku verify` is what proves the archive")
+
+
+class Event(_Model):
+    """One thing that happened to the record (PREMIS-style): what, when, by whom or what, and how it ended."""
+
+    type: EventType
+    at: dt.datetime
+    agent: str = Field(description="a person (user name) or kiroku itself, e.g. 'kiroku 0.1.0 (ingest-document)'")
+    outcome: Literal["success", "failure"] = "success"
+    detail: str | None = None
 
 
 class Record(_Model):
@@ -144,6 +169,7 @@ class Record(_Model):
     classification: str | None = Field(default=None, description="confidentiality class from schemas/classification.yaml")
     retention: Retention | None = None
     archive: Archive | None = None
+    events: list[Event] = Field(default_factory=list, description="the record's history, oldest first")
 
 
 def export_json_schema(path: Path = SCHEMA_PATH) -> None:

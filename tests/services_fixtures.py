@@ -26,7 +26,7 @@ class Seaweed:
     """A running `weed mini`: its settings, S3 credentials and how long it took to answer."""
 
     settings: Any  # kiroku.config.Settings
-    credentials: Any  # processors.storage.S3Credentials
+    credentials: Any  # processors.archive.storage.S3Credentials
     startup_seconds: float
 
     @property
@@ -38,7 +38,7 @@ class Seaweed:
         return pid
 
     def store(self, bucket: str = TEST_BUCKET, **kwargs: Any):  # -> ArchiveStore
-        from processors.storage import ArchiveStore
+        from processors.archive.storage import ArchiveStore
 
         return ArchiveStore(self.settings.s3_url, self.settings.region, bucket, self.credentials, **kwargs)
 

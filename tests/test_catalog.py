@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from processors.catalog import (
+from processors.archive.catalog import (
     REGISTER_COLUMNS,
     Catalog,
     DuplicateScanError,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.dates import (
+from processors.records.dates import (
     DateError,
     find_dates,
     find_fiscal_years,
@@ -24,7 +24,7 @@ from processors.dates import (
     to_wareki,
 )
 
-# (name, first day, letter) - independent of processors.dates.ERAS
+# (name, first day, letter) - independent of processors.records.dates.ERAS
 ERAS = [("令和", dt.date(2019, 5, 1), "R"), ("平成", dt.date(1989, 1, 8), "H"), ("昭和", dt.date(1926, 12, 25), "S"),
         ("大正", dt.date(1912, 7, 30), "T"), ("明治", dt.date(1868, 1, 25), "M")]
 FW = str.maketrans("0123456789", "０１２３４５６７８９")

@@ -17,8 +17,8 @@ import pikepdf
 import pytest
 from PIL import Image, ImageDraw
 
-from processors.images import detect_format, load_document, quarter_turns_from_ctm, sha256_file
-from processors.pages import InputError
+from processors.reading.images import detect_format, load_document, quarter_turns_from_ctm, sha256_file
+from processors.reading.pages import InputError
 from tests.pagegen import render_notice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -450,8 +450,8 @@ def test_hugemono_never_allocates_the_bomb() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from pathlib import Path\n"
-        "from processors.images import load_document\n"
-        "from processors.pages import InputError\n"
+        "from processors.reading.images import load_document\n"
+        "from processors.reading.pages import InputError\n"
         "try:\n    load_document(Path(sys.argv[2]))\nexcept InputError:\n    pass\n"
         "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors import inbox
+from processors.archive import inbox
 
 
 def test_department_is_the_first_sub_folder(tmp_path: Path) -> None:

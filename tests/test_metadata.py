@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processors.metadata import (
+from processors.records.metadata import (
     DOCUMENT_TYPES_PATH,
     DocumentTypesError,
     build_doc,
-    extract_from_text,
     extract_metadata,
     load_document_types,
     ocr_fix,
     parse_amount,
     parse_document_types,
 )
+from processors.records.extract import extract_from_text
 from schemas.record import Line, Page
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image, ImageDraw
 from rapidfuzz.distance import Levenshtein
 
-from processors import ocr
-from processors.ocr import (
+from processors.reading import ocr
+from processors.reading.ocr import (
     AutoEngine,
     OcrEngine,
     RapidOcrEngine,
@@ -33,8 +33,8 @@ from processors.ocr import (
     suppress_light_ink,
     tokens_to_lines,
 )
-from processors.pages import PageText, PreparedPage
-from processors.textnorm import (
+from processors.reading.pages import PageText, PreparedPage
+from processors.reading.textnorm import (
     drop_rule_artifacts,
     fix_confusions,
     is_cjk,
@@ -180,7 +180,7 @@ def test_confusions_are_fixed_only_where_the_context_is_certain() -> None:
 
 
 def test_japanese_forms_never_touch_a_character_japanese_documents_use() -> None:
-    from processors.textnorm import _JAPANESE, _SIMPLIFIED, japanese_forms
+    from processors.reading.textnorm import _JAPANESE, _SIMPLIFIED, japanese_forms
 
     assert len(_SIMPLIFIED) == len(_JAPANESE) == len(set(_SIMPLIFIED))
     for simplified, japanese in zip(_SIMPLIFIED, _JAPANESE):

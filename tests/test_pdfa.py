@@ -22,8 +22,8 @@ import pikepdf.pdfa
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from processors.pages import PreparedPage
-from processors.pdfa import ArchivePdfError, PdfInfo, write_archive_pdf
+from processors.reading.pages import PreparedPage
+from processors.reading.pdfa import ArchivePdfError, PdfInfo, write_archive_pdf
 from schemas.record import Line, Page, Word
 
 MINCHO = Path("/usr/share/fonts/opentype/ipafont-mincho/ipam.ttf")

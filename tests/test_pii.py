@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.classification import PolicyError, classify, load_policy, parse_policy
-from processors.metadata import extract_from_text, extract_metadata
-from processors.pii import (
+from processors.records.classification import PolicyError, classify, load_policy, parse_policy
+from processors.records.extract import extract_from_text
+from processors.records.metadata import extract_metadata
+from processors.records.pii import (
     find_my_numbers,
     find_personal_data,
     find_phones,

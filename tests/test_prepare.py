@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from processors import prepare as P
-from processors.pages import SourcePage
+from processors.reading import prepare as P
+from processors.reading.pages import SourcePage
 from tests.pagegen import DEFAULT_LINES, distort, render_notice
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -261,7 +261,7 @@ def test_uneven_tone_is_evened_for_ocr_only() -> None:
 def test_samples_meet_the_targets() -> None:
     if not SAMPLES.is_dir():
         pytest.skip(f"{SAMPLES} is not present")
-    from processors.images import load_document
+    from processors.reading.images import load_document
 
     errors, wrong = [], []
     for tpath in sorted(SAMPLES.glob("*.truth.json")):
@@ -291,7 +291,7 @@ def test_peer_inputs_orientation() -> None:
     peer = SAMPLES.parent / "peer-inputs"
     if not peer.is_dir():
         pytest.skip(f"{peer} is not present")
-    from processors.images import load_document
+    from processors.reading.images import load_document
 
     cardinal = load_document(peer / "ocrmypdf__cardinal.pdf").pages
     assert [P.analyse_geometry(p).rotation_deg for p in cardinal] == [0, 90, 180, 270]

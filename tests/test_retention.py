@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from processors.metadata import extract_from_text
-from processors.retention import (
+from processors.records.extract import extract_from_text
+from processors.records.retention import (
     SCHEDULE_PATH,
     RetentionError,
     RetentionShorteningError,

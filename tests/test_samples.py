@@ -100,8 +100,8 @@ def test_every_sample_page_is_set_upright_from_any_further_turn(shared: Path, tu
     --turns). An upside-down vertical 辞令 was once left upside down here."""
     from dataclasses import replace
 
-    from processors.images import load_document
-    from processors.prepare import analyse_geometry
+    from processors.reading.images import load_document
+    from processors.reading.prepare import analyse_geometry
 
     wrong = []
     for truth_path in sorted((shared / "samples").glob("*.truth.json")):

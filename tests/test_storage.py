@@ -10,7 +10,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from processors.storage import (
+from processors.archive.storage import (
     COMPLIANCE,
     JST,
     ArchiveStore,

@@ -22,8 +22,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processors import dates
-from processors.metadata import (
+from processors.records import dates
+from processors.records.metadata import (
     _APPLICANT,
     _COMPANY,
     _OFFICE,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from processors.yamldata import read_yaml
+from processors.records.yamldata import read_yaml
 from schemas.record import Metadata, Retention
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "extend_retention",
 ]
 
-SCHEDULE_PATH = Path(__file__).resolve().parents[1] / "schemas" / "retention.yaml"
+SCHEDULE_PATH = Path(__file__).resolve().parents[2] / "schemas" / "retention.yaml"
 START_RULES = ("fiscal", "calendar", "completion")
 DISPOSITIONS = ("移管", "廃棄")
 UNDER_ONE_YEAR = "1年未満"

@@ -10,7 +10,7 @@ not do for Japanese administrative paper is done here, the same way for all of t
   date, addressee, issuer, title, body, 記 items; a table row is one line); vertical
   pages read column by column from right to left, one column is one line;
 * the text of a line is put together from its words with Japanese spacing rules
-  (processors.textnorm), with a full-width space only where the page has a wide gap;
+  (processors.reading.textnorm), with a full-width space only where the page has a wide gap;
 * boxes are returned in archive-image pixels (ocr pixels divided by ocr_scale).
 
 No model is ever downloaded at run time: tesseract's traineddata come from the
@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from processors.pages import PageText, PreparedPage
-from processors.textnorm import (
+from processors.reading.pages import PageText, PreparedPage
+from processors.reading.textnorm import (
     FULLWIDTH_SPACE,
     strip_rule_chars,
     fix_confusions,

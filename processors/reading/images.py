@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from processors.pages import InputError, LoadedDocument, SourcePage
+from processors.reading.pages import InputError, LoadedDocument, SourcePage
 
 # An image whose sides are both under this many pixels cannot be a document page
 # (yomitoku's 10x10 test JPEG); a narrow strip such as OCRmyPDF's 400x50 crom.png can.

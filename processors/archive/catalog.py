@@ -71,7 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
-from processors.dates import fiscal_year, parse_kanji_number
+from processors.records.dates import fiscal_year, parse_kanji_number
 from schemas.record import Record
 
 __all__ = [

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from processors.yamldata import read_yaml
+from processors.records.yamldata import read_yaml
 from schemas.record import Metadata, PersonalData
 
 __all__ = ["PolicyError", "Policy", "PolicyRule", "POLICY_PATH", "parse_policy", "load_policy", "classify"]
 
-POLICY_PATH = Path(__file__).resolve().parents[1] / "schemas" / "classification.yaml"
+POLICY_PATH = Path(__file__).resolve().parents[2] / "schemas" / "classification.yaml"
 PII_TYPES = ("my_number", "phone", "birth_date", "address", "person_name")
 
 

@@ -59,7 +59,7 @@ import pikepdf.pdfa
 from pikepdf import Array, Dictionary, Name, Pdf
 from PIL import Image, features
 
-from processors.pages import PreparedPage
+from processors.reading.pages import PreparedPage
 from schemas.record import Line, Page
 
 log = logging.getLogger(__name__)

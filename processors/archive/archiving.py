@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from processors.storage import ArchiveStore, keys_for
+from processors.archive.storage import ArchiveStore, keys_for
 from schemas.record import Archive, Record
 
 PDFA_FLAVOUR = "2b"
@@ -91,7 +91,7 @@ def extend_stored_retention(store: ArchiveStore, record: Record, new_period: str
     and by the server (COMPLIANCE mode), which is the authority. A new record.json
     version is written; the earlier one stays locked as the history of the decision.
     """
-    from processors.retention import extend_retention
+    from processors.records.retention import extend_retention
 
     arc = record.archive
     if arc is None or record.retention is None:

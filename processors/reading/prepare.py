@@ -69,7 +69,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from processors.pages import PreparedPage, SourcePage
+from processors.reading.pages import PreparedPage, SourcePage
 
 # Resolution of the analysis copy; characters of 10.5 pt are ~15 px tall there.
 ANALYSIS_DPI = 100.0

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from processors import dates
-from processors.yamldata import read_yaml
+from processors.records import dates
+from processors.records.yamldata import read_yaml
 from schemas.record import Evidence, Metadata, Page, PersonalData, Retention
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     "extract_from_text",
 ]
 
-DOCUMENT_TYPES_PATH = Path(__file__).resolve().parents[1] / "schemas" / "document_types.yaml"
+DOCUMENT_TYPES_PATH = Path(__file__).resolve().parents[2] / "schemas" / "document_types.yaml"
 LAYOUTS = ("letter", "form", "invoice", "contract", "minutes", "certificate")
 
 
@@ -1062,55 +1062,3 @@ def extract_metadata(text: str | Doc, *, pages: list[Page] | None = None,
     if dtype.layout in ("contract", "invoice"):
         f.set("counterparty", r.counterparty)
     return Metadata(**f.values, evidence=f.evidence)
-
-
-# ---------------------------------------------------------------------------
-# The whole extraction, as the pipeline and `kiroku extract` use it
-# ---------------------------------------------------------------------------
-
-@dataclass
-class ExtractResult:
-    metadata: Metadata
-    pii: list[PersonalData]  # private individuals only: what goes into Record.pii
-    pii_public: list[PersonalData]  # officials and business contacts, for information
-    classification: str | None
-    retention: Retention | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (dates as ISO strings), in the shape of the record's fields."""
-        return {
-            "metadata": self.metadata.model_dump(mode="json"),
-            "pii": [p.model_dump(mode="json") for p in self.pii],
-            "pii_public": [p.model_dump(mode="json") for p in self.pii_public],
-            "classification": self.classification,
-            "retention": self.retention.model_dump(mode="json") if self.retention else None,
-        }
-
-
-def extract_from_text(text: str, *, pages: list[Page] | None = None, schedule: Any = None, policy: Any = None,
-                      start_rule: str = "fiscal", types: TypeCatalog | str | Path | None = None,
-                      completed_on: dt.date | None = None) -> ExtractResult:
-    """Metadata, personal data, confidentiality class and retention of one document.
-
-    ``text`` is the document with pages separated by form feeds; ``pages`` (OCR output with
-    line boxes), when given, is used instead of ``text`` for layout. ``schedule`` and
-    ``policy`` are loaded objects or YAML paths (None: the defaults in schemas/).
-    """
-    # imported here: pii and retention build on this module's text model
-    from processors import classification as _cls
-    from processors import pii as _pii
-    from processors import retention as _ret
-
-    doc = build_doc(text, pages)
-    catalog = _catalog(types)
-    md = extract_metadata(doc, types=catalog)
-    found = _pii.find_personal_data(doc, metadata=md, types=catalog)
-    pol = policy if isinstance(policy, _cls.Policy) else _cls.load_policy(policy)
-    sched = schedule if isinstance(schedule, _ret.Schedule) else _ret.load_schedule(schedule)
-    return ExtractResult(
-        metadata=md,
-        pii=found.private,
-        pii_public=found.public,
-        classification=_cls.classify(found.private, md, pol),
-        retention=_ret.assign_retention(md, sched, start_rule=start_rule, completed_on=completed_on),
-    )
