@@ -342,8 +342,8 @@ def move_to(path: Path, folder: Path, department: str | None, *, reserve: int = 
     Raises MoveFailed (transient: the scan is still in the inbox, no copy left behind)
     when it cannot be moved, e.g. done/ is full.
     """
-    target = destination_folder(folder, department)
     try:
+        target = destination_folder(folder, department)
         with _folder_lock(folder):
             dest = unique_destination(target, path.name, reserve=reserve)
             _move_exactly(path, dest)
@@ -402,10 +402,10 @@ def quarantine(path: Path, folder: Path, department: str | None, reason: str | B
     never deleted: a records officer can fix and re-drop it. Raises MoveFailed when
     nothing was moved.
     """
-    target = destination_folder(folder, department)
     text = reason_text(path.name, department, reason, advice=advice)
-    tmp_note = target / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
     try:
+        target = destination_folder(folder, department)
+        tmp_note = target / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         with _folder_lock(folder):
             dest = unique_destination(target, path.name, reserve=len(ERROR_SUFFIX))
             note = Path(f"{dest}{ERROR_SUFFIX}")

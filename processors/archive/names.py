@@ -40,6 +40,8 @@ def display_name(name: str | bytes) -> str:
             text = raw.decode(encoding)
         except UnicodeDecodeError:
             continue
+        if encoding == "cp932" and any(unicodedata.category(c) in ("Co", "Cc") for c in text):
+            continue  # Python's cp932 maps stray bytes (0xFD-0xFF) to private-use characters: not a name
         return unicodedata.normalize("NFC", text)
     return unicodedata.normalize("NFC", raw.decode("utf-8", errors="backslashreplace"))
 
