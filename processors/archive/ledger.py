@@ -136,10 +136,14 @@ def pid_alive(pid: int | None, pid_start: str | None = None) -> bool:
         return False
     except PermissionError:
         pass
-    if pid_start is not None:
-        now = _pid_start(pid)
-        return now is None or now == pid_start
-    return True
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: the signal answer is all there is
+    fields = stat_line.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return False  # exited, not yet reaped by its parent
+    return pid_start is None or fields[19] == pid_start
 
 
 def retry_delay(transient_attempts: int) -> float:
