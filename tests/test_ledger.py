@@ -104,6 +104,7 @@ import os
 from pathlib import Path
 from processors.archive import ledger
 from processors.archive.failures import TransientFailure
+ledger.FIRST_RETRY_SECONDS = 0.3  # as in the test process
 path = Path(os.environ["RUN_PATH"])
 ledger.mark_running(path)
 if os.environ["RUN_NO"] == "1":
