@@ -49,9 +49,9 @@ def _shown(path: Path) -> str:
     """A path as a person reads it (a Shift_JIS name decoded), safe to print."""
     from rich.markup import escape
 
-    from processors.archive.names import display_name
+    from processors.archive.names import display_path
 
-    return escape(display_name(os.fspath(path)))
+    return escape(display_path(path))
 
 
 def _progress() -> Progress:

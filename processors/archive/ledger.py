@@ -305,8 +305,8 @@ def settle_failure(path: Path | str, department: str | None, exc: BaseException,
     attempts = entry.attempts if entry else 0
     transient_attempts = entry.transient_attempts if entry else 0
     if not os.path.lexists(path):
-        ledger.record(path, "done" if entry and entry.state == "done" else "quarantined"
-                      if entry and entry.state == "quarantined" else "waiting", last_reason=reason)
+        kept: State = entry.state if entry and entry.state in ("done", "quarantined") else "waiting"
+        ledger.record(path, kept, last_reason=reason, pid=None)  # "waiting" rows of gone files are pruned
         return Outcome("left", path, reason=f"{reason}（ファイルはもう受付フォルダにありません）")
     if kind == "crashed":
         attempts += 1
@@ -321,12 +321,13 @@ def settle_failure(path: Path | str, department: str | None, exc: BaseException,
         except inbox.MoveFailed as move_exc:
             transient_attempts += 1
             at = time.time() + retry_delay(transient_attempts)
-            ledger.record(path, "retry", retry_at=at, attempts=attempts, transient_attempts=transient_attempts,
+            ledger.record(path, "retry", department=department, retry_at=at, attempts=attempts,
+                      transient_attempts=transient_attempts,
                           last_reason=f"{reason} / {move_exc}", pid=None)
             return Outcome("retry", path, reason=f"{reason}（隔離フォルダに移せませんでした: {move_exc.japanese}）",
                            retry_at=at, attempts=attempts)
-        ledger.record(path, "quarantined", attempts=attempts, last_reason=reason, destination=os.fsencode(dest),
-                      retry_at=None, pid=None)
+        ledger.record(path, "quarantined", department=department, attempts=attempts, last_reason=reason,
+                      destination=os.fsencode(dest), retry_at=None, pid=None)
         return Outcome("quarantined", path, reason=reason, destination=dest, attempts=attempts)
     if kind == "transient":
         transient_attempts += 1
@@ -334,7 +335,8 @@ def settle_failure(path: Path | str, department: str | None, exc: BaseException,
     else:  # crashed, not yet the last time
         delay = FIRST_RETRY_SECONDS
     at = time.time() + delay
-    ledger.record(path, "retry", retry_at=at, attempts=attempts, transient_attempts=transient_attempts,
+    ledger.record(path, "retry", department=department, retry_at=at, attempts=attempts,
+                      transient_attempts=transient_attempts,
                   last_reason=reason, pid=None)
     return Outcome("retry", path, reason=reason, retry_at=at, attempts=attempts)
 
@@ -352,7 +354,8 @@ def finish(path: Path | str, department: str | None, settings=None) -> Outcome: 
         dest = inbox.move_to(path, settings.done_dir, department)
     except inbox.MoveFailed as exc:
         return settle_failure(path, department, exc, settings)
-    ledger.record(path, "done", destination=os.fsencode(dest), retry_at=None, pid=None, last_reason=None)
+    ledger.record(path, "done", department=department, destination=os.fsencode(dest), retry_at=None, pid=None,
+                  last_reason=None)
     return Outcome("done", path, destination=dest)
 
 

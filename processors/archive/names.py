@@ -46,6 +46,12 @@ def display_name(name: str | bytes) -> str:
     return unicodedata.normalize("NFC", raw.decode("utf-8", errors="backslashreplace"))
 
 
+def display_path(path: Path | str) -> str:
+    """A whole path for people: each part decoded on its own (a UTF-8 folder may hold a Shift_JIS file)."""
+    text = os.fspath(path)
+    return "/".join(display_name(part) if part else "" for part in text.split("/"))
+
+
 def name_bytes_b64(name: str | bytes) -> str | None:
     """base64 of the name's bytes on disk, or None when they are just the UTF-8 of display_name."""
     raw = name if isinstance(name, bytes) else name_bytes(name)
