@@ -134,6 +134,8 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         if move_source:
             ledger.mark_running(source, settings=settings)
         loaded = load_scan(source, settings)
+        if move_source:
+            ledger.ledger_for(settings).note_content(source, loaded.sha256)
         earlier = find_earlier_copy(loaded.sha256, settings)
         if earlier is not None:
             logger.info("%s is already archived as %s (same SHA-256); not archiving it twice",

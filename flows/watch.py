@@ -53,6 +53,7 @@ class InboxWatcher:
         self.ledger = ledger.Ledger(settings.home)
         self._seen: dict[Path, tuple[inbox.FileState, float]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._pruned = float("-inf")
         if submit is not None:
             self.submit = submit
         elif use_deployment:
@@ -92,7 +93,9 @@ class InboxWatcher:
         present = {e.path for e in found}
         for gone in set(self._seen) - present:
             del self._seen[gone]
-        known = {os.fsencode(os.path.abspath(e.path)): e for e in self.ledger.entries()}
+        # only rows still in play: done/quarantined history can be large, and a file present
+        # again after leaving once is a re-drop, treated as new
+        known = {os.fsencode(os.path.abspath(e.path)): e for e in self.ledger.entries(*ledger.ACTIVE)}
         ready = []
         for item in found:
             path = item.path
@@ -127,7 +130,9 @@ class InboxWatcher:
                 ready.append(path)
             else:
                 self.ledger.record(path, "retry", retry_at=wall)
-        self.ledger.prune(present)
+        if now - self._pruned >= 30:
+            self.ledger.prune(present)
+            self._pruned = now
         return ready
 
     def _check_run(self, entry: ledger.Entry, wall: float) -> None:

@@ -233,3 +233,32 @@ def test_watch_inbox_keeps_watching_after_a_name_watchfiles_cannot_decode(settin
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_file_dropped_again_after_quarantine_is_a_new_file(settings) -> None:
+    from flows.watch import InboxWatcher
+
+    scan = settings.inbox / "直した.pdf"
+    scan.write_bytes(b"%PDF-broken")
+    outcome = ledger.settle_failure(scan, None, InputRejected("壊れています", "broken"), settings)
+    assert outcome.action == "quarantined"
+    scan.write_bytes(b"%PDF-fixed")  # the officer fixed it and dropped it again under the same name
+    handed: list[Path] = []
+    watcher = InboxWatcher(settings, settle_seconds=0.2, submit=lambda p, d: handed.append(p) or True)
+    assert _until(watcher, lambda: handed == [scan], timeout=10)
+    entry = watcher.ledger.get(scan)
+    assert entry.state == "handed_over" and entry.attempts == 0 and entry.last_reason is None
+
+
+def test_a_folder_that_is_not_a_plain_department_name_sends_its_scans_to_quarantine(settings) -> None:
+    from flows.watch import InboxWatcher
+
+    odd = settings.inbox / "総務\\課"
+    odd.mkdir()
+    (odd / "scan.png").write_bytes(b"\x89PNG")
+    handed: list[Path] = []
+    watcher = InboxWatcher(settings, settle_seconds=0.2, submit=lambda p, d: handed.append(p) or True)
+    assert _until(watcher, lambda: (settings.quarantine_dir / "scan.png").exists(), timeout=10)
+    assert handed == []
+    note = (settings.quarantine_dir / "scan.png.error.txt").read_text(encoding="utf-8")
+    assert "部署名「総務\\課」は使えません" in note

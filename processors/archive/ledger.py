@@ -256,16 +256,21 @@ class Ledger:
 
     def prune(self, present: set[Path], *, keep_seconds: float = 30 * 86400) -> None:
         """Drop rows of files no longer in the inbox that nobody is working on, and old history."""
-        now = time.time()
+        keys = {_key(p) for p in present}
         with self._tx() as db:
-            rows = db.execute("SELECT path, state, updated_at FROM intake").fetchall()
-            keys = {_key(p) for p in present}
-            for row in rows:
-                gone = row["path"] not in keys
-                if gone and row["state"] in ("waiting", "retry", "handed_over"):
-                    db.execute("DELETE FROM intake WHERE path = ?", (row["path"],))
-                elif gone and row["state"] in ("done", "quarantined") and now - row["updated_at"] > keep_seconds:
-                    db.execute("DELETE FROM intake WHERE path = ?", (row["path"],))
+            rows = db.execute("SELECT path FROM intake WHERE state IN ('waiting', 'retry', 'handed_over')").fetchall()
+            gone = [(row["path"],) for row in rows if row["path"] not in keys]
+            db.executemany("DELETE FROM intake WHERE path = ?", gone)
+            db.execute("DELETE FROM intake WHERE state IN ('done', 'quarantined') AND updated_at < ?",
+                       (time.time() - keep_seconds,))
+
+    def note_content(self, path: Path | str, sha256: str) -> None:
+        """The scan's SHA-256, once the run has read it (so an operator can find its record)."""
+        with self._tx() as db:
+            self._upsert(db, path, sha256=sha256)
+
+
+ACTIVE: tuple[State, ...] = ("waiting", "handed_over", "running", "retry")
 
 
 # --------------------------------------------------------------------------- the flow's API
@@ -368,7 +373,7 @@ def due(entry: Entry | None, state: inbox.FileState, now: float | None = None) -
         return True  # never handed over, or a re-drop of a file that left once
     if entry.state == "retry":
         return entry.retry_at is None or now >= entry.retry_at
-    return False  # handed_over / running: the watcher's `check_runs` decides when those have failed
+    return False  # handed_over / running: the watcher's `_check_run` decides when those have failed
 
 
 def stale_reason(entry: Entry, now: float | None = None, *, document_limit: float = DOCUMENT_TIME_LIMIT_SECONDS,
