@@ -97,6 +97,7 @@ class InboxWatcher:
         # again after leaving once is a re-drop, treated as new
         known = {os.fsencode(os.path.abspath(e.path)): e for e in self.ledger.entries(*ledger.ACTIVE)}
         ready = []
+        writers: set[tuple[int, int]] | None = None
         for item in found:
             path = item.path
             if item.link:
@@ -113,18 +114,21 @@ class InboxWatcher:
             if previous is None or previous[0] != state:
                 self._seen[path] = (state, now)
                 continue
-            if now - previous[1] < self.settle_seconds or inbox.open_for_writing(path):
+            if now - previous[1] < self.settle_seconds:
+                continue
+            if writers is None:
+                writers = inbox.open_for_writing_set()  # once per look, only when something has settled
+            if inbox.open_for_writing(path, writers):
                 continue
             try:
                 department = inbox.department_for(path, root)
             except inbox.DepartmentRefused as exc:
                 self._settle(path, None, exc)
                 continue
-            if entry is None or (entry.size, entry.mtime_ns) != (state.size, state.mtime_ns) \
-                    or entry.state in ("done", "quarantined"):
-                self.ledger.reset(path, department, state)
+            fresh = entry is None or (entry.size, entry.mtime_ns) != (state.size, state.mtime_ns) \
+                or entry.state in ("done", "quarantined")
             # recorded before the run can start, so the run's own mark_running is never overwritten
-            self.ledger.handed_over(path, department, state)
+            self.ledger.handed_over(path, department, state, fresh=fresh)
             if self.submit(path, department):
                 self._seen.pop(path, None)
                 ready.append(path)

@@ -137,13 +137,14 @@ def file_state(path: Path) -> FileState | None:
     return FileState(st.st_size, st.st_mtime_ns)
 
 
-def open_for_writing(path: Path) -> bool:
+def open_for_writing(path: Path, writers: set[tuple[int, int]] | None = None) -> bool:
     """Whether any process on this machine holds the file open for writing (Linux /proc).
 
     A copy over a slow share can pause for longer than any quiet period we would wait,
     so "unchanged for a while" alone would hand a half-written scan to the pipeline.
     Where /proc cannot be read (other systems, other users' processes), the quiet
-    period is the only guard.
+    period is the only guard. Pass `writers` (from `open_for_writing_set`) when asking
+    about many files in one look: walking /proc costs about 0.1 s.
     """
     try:
         target = os.lstat(path)
@@ -151,34 +152,41 @@ def open_for_writing(path: Path) -> bool:
         return False
     if not stat.S_ISREG(target.st_mode):
         return False
+    if writers is None:
+        writers = open_for_writing_set()
+    return (target.st_dev, target.st_ino) in writers
+
+
+def open_for_writing_set() -> set[tuple[int, int]]:
+    """(device, inode) of every file some process on this machine has open for writing."""
+    found: set[tuple[int, int]] = set()
     proc = Path("/proc")
     if not proc.is_dir():
-        return False
+        return found
     for pid_dir in proc.iterdir():
         if not pid_dir.name.isdigit():
             continue
         fd_dir = pid_dir / "fd"
         try:
-            fds = list(fd_dir.iterdir())
+            fds = os.listdir(fd_dir)
         except OSError:
             continue
         for fd in fds:
             try:
-                st = os.stat(fd)
-            except OSError:
-                continue
-            if st.st_ino != target.st_ino or st.st_dev != target.st_dev:
-                continue
-            try:
-                flags = (pid_dir / "fdinfo" / fd.name).read_text()
+                flags = (pid_dir / "fdinfo" / fd).read_text()
             except OSError:
                 continue
             for line in flags.splitlines():
                 if line.startswith("flags:"):
-                    mode = int(line.split()[1], 8) & 0o3
-                    if mode in (os.O_WRONLY, os.O_RDWR):
-                        return True
-    return False
+                    if int(line.split()[1], 8) & 0o3 in (os.O_WRONLY, os.O_RDWR):
+                        try:
+                            st = os.stat(fd_dir / fd)
+                        except OSError:
+                            break
+                        if stat.S_ISREG(st.st_mode):
+                            found.add((st.st_dev, st.st_ino))
+                    break
+    return found
 
 
 def refuse_link(path: Path) -> None:

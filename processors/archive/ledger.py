@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,19 +158,21 @@ class Ledger:
     def __init__(self, home: Path) -> None:
         self.path = Path(home) / "state" / "intake.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._db() as db:
             db.executescript(_SCHEMA)
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        """This thread's connection (opened once: a hand-over look may write a thousand rows)."""
+        db = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.row_factory = sqlite3.Row
-            yield db
-        finally:
-            db.close()
+            self._local.db, self._local.pid = db, os.getpid()
+        yield db
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -223,20 +226,19 @@ class Ledger:
             db.execute(f"INSERT INTO intake ({cols}) VALUES ({','.join('?' * (len(values) + 1))})",
                        (key, *values.values()))
 
-    def handed_over(self, path: Path, department: str | None, state: inbox.FileState | None) -> None:
-        """The watcher gave the file to a run; attempts so far are kept (a re-drop resets them in `reset`)."""
+    def handed_over(self, path: Path, department: str | None, state: inbox.FileState | None,
+                    *, fresh: bool = False) -> None:
+        """The watcher gave the file to a run. `fresh`: a new or changed file (a re-drop after a
+        fix counts as new), whose earlier attempts are forgotten; otherwise they are kept."""
+        values: dict[str, object] = {
+            "department": department, "state": "handed_over", "handed_at": time.time(),
+            "size": state.size if state else None, "mtime_ns": state.mtime_ns if state else None,
+            "pid": None, "pid_start": None, "started_at": None, "retry_at": None}
+        if fresh:
+            values.update(name=display_name(path.name), sha256=None, attempts=0, transient_attempts=0,
+                          last_reason=None, destination=None)
         with self._tx() as db:
-            self._upsert(db, path, department=department, state="handed_over", handed_at=time.time(),
-                         size=state.size if state else None, mtime_ns=state.mtime_ns if state else None,
-                         pid=None, pid_start=None, started_at=None, retry_at=None)
-
-    def reset(self, path: Path, department: str | None, state: inbox.FileState) -> None:
-        """A new or changed file (a re-drop after a fix counts as new): forget its earlier attempts."""
-        with self._tx() as db:
-            self._upsert(db, path, name=display_name(path.name), department=department, state="waiting",
-                         size=state.size, mtime_ns=state.mtime_ns, sha256=None, pid=None, pid_start=None,
-                         started_at=None, handed_at=None, retry_at=None, attempts=0, transient_attempts=0,
-                         last_reason=None, destination=None)
+            self._upsert(db, path, **values)
 
     def mark_running(self, path: Path | str, pid: int, sha256: str | None = None) -> None:
         with self._tx() as db:
@@ -276,8 +278,17 @@ ACTIVE: tuple[State, ...] = ("waiting", "handed_over", "running", "retry")
 # --------------------------------------------------------------------------- the flow's API
 
 
+_ledgers: dict[Path, Ledger] = {}
+_ledgers_guard = threading.Lock()
+
+
 def ledger_for(settings) -> Ledger:  # noqa: ANN001 - kiroku.config.Settings (kept import-free)
-    return Ledger(settings.home)
+    """The ledger under settings.home, opened once per process."""
+    home = Path(settings.home)
+    with _ledgers_guard:
+        if home not in _ledgers or not _ledgers[home].path.parent.is_dir():
+            _ledgers[home] = Ledger(home)
+        return _ledgers[home]
 
 
 def _settings(settings):  # noqa: ANN001, ANN202
