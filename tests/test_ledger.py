@@ -262,3 +262,16 @@ def test_a_folder_that_is_not_a_plain_department_name_sends_its_scans_to_quarant
     assert handed == []
     note = (settings.quarantine_dir / "scan.png.error.txt").read_text(encoding="utf-8")
     assert "部署名「総務\\課」は使えません" in note
+
+
+def test_an_archived_scan_that_done_cannot_take_stays_and_is_tried_again(settings) -> None:
+    scan = settings.inbox / "保管済み.png"
+    scan.write_bytes(b"\x89PNGarchived")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.done_dir.write_text("not a folder")  # done/ cannot take anything now
+    outcome = ledger.finish(scan, None, settings)
+    assert outcome.action == "retry" and scan.exists() and outcome.retry_at > time.time()
+    assert ledger.ledger_for(settings).get(scan).state == "retry"
+    settings.done_dir.unlink()
+    outcome = ledger.finish(scan, None, settings)
+    assert outcome.action == "done" and not scan.exists() and outcome.destination.read_bytes() == b"\x89PNGarchived"
