@@ -54,6 +54,8 @@ class InboxWatcher:
         self._seen: dict[Path, tuple[inbox.FileState, float]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pruned = float("-inf")
+        self._queued: set[Path] = set()  # handed to this process's own pool and not finished yet
+        self._queued_guard = threading.Lock()
         if submit is not None:
             self.submit = submit
         elif use_deployment:
@@ -144,7 +146,8 @@ class InboxWatcher:
         reason = ledger.stale_reason(entry, wall, document_limit=self.document_limit)
         if reason is not None:
             self._settle(entry.path, entry.department, reason)
-        elif entry.state == "handed_over" and entry.handed_at and wall - entry.handed_at > self.handover_limit:
+        elif entry.state == "handed_over" and entry.handed_at and wall - entry.handed_at > self.handover_limit \
+                and entry.path not in self._queued:  # waiting in our own pool is not lost
             log.warning("%s: 引き渡した処理が始まらないため、もう一度引き渡します", display_name(entry.path.name))
             self.ledger.record(entry.path, "retry", retry_at=wall)
 
@@ -182,6 +185,8 @@ class InboxWatcher:
 
     def _submit_here(self, path: Path, department: str | None) -> bool:
         assert self._pool is not None
+        with self._queued_guard:
+            self._queued.add(path)
         self._pool.submit(self._run_here, path, department)
         return True
 
@@ -196,6 +201,9 @@ class InboxWatcher:
             error = exc
             self.failures.append((path, str(exc)))
             log.error("%s was not archived: %s", display_name(path.name), exc)
+        finally:
+            with self._queued_guard:
+                self._queued.discard(path)
         self.after_run(path, department, error)
 
     def after_run(self, path: Path, department: str | None, error: BaseException | None) -> None:
