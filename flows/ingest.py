@@ -26,7 +26,7 @@ from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
 from processors import document
 from processors.archive import inbox, ledger
-from processors.archive.names import decode_path, display_name, encode_path
+from processors.archive.names import decode_path, display_name, encode_path, readable
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
@@ -156,7 +156,7 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         record = store_archive(record, pdf_path, source, settings)
         catalog_record(record, settings)
     except Exception as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = readable(str(exc) or type(exc).__name__)  # a Shift_JIS name in it would break the API's JSON
         logger.error("could not archive %s: %s", shown, reason)
         what = "The scan was left where it was (not moved)."
         if move_source and os.path.lexists(source):

@@ -275,3 +275,19 @@ def test_an_archived_scan_that_done_cannot_take_stays_and_is_tried_again(setting
     settings.done_dir.unlink()
     outcome = ledger.finish(scan, None, settings)
     assert outcome.action == "done" and not scan.exists() and outcome.destination.read_bytes() == b"\x89PNGarchived"
+
+
+def test_a_shift_jis_name_inside_an_error_message_is_written_readably(settings) -> None:
+    """Readers put the file name in their messages; a raw Shift_JIS name there must not
+    break the ledger (SQLite), the reason file (UTF-8) or the Prefect API (JSON)."""
+    from processors.reading.pages import InputError
+
+    raw = os.fsdecode("空の申請書.pdf".encode("cp932"))
+    scan = settings.inbox / raw
+    scan.write_bytes(b"")
+    outcome = ledger.settle_failure(scan, None, InputError(f"{raw}: the file is empty (0 bytes)"), settings)
+    assert outcome.action == "quarantined" and outcome.destination.name == raw
+    note = Path(f"{outcome.destination}.error.txt").read_text(encoding="utf-8")
+    assert "空の申請書.pdf: the file is empty" in note
+    assert "空の申請書.pdf: the file is empty" in ledger.ledger_for(settings).get(scan).last_reason
+    outcome.message.encode("utf-8")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from processors.archive import failures
 from processors.archive.failures import InputRejected, TransientFailure
-from processors.archive.names import display_name, fit_name, name_bytes_b64
+from processors.archive.names import display_name, fit_name, name_bytes_b64, readable
 
 IGNORED_PREFIXES = (".", "~", "_")
 IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".partial", ".swp", ".error.txt")
@@ -382,6 +382,7 @@ def reason_text(name: str, department: str | None, reason: str | BaseException, 
     else:
         japanese = detail = reason
         advice = advice or ADVICE["rejected"]
+    japanese, detail = readable(japanese), readable(detail)
     shown = display_name(name)
     raw = name_bytes_b64(name)
     lines = [

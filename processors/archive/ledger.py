@@ -36,7 +36,7 @@ from typing import Literal
 
 from processors.archive import failures, inbox
 from processors.archive.failures import MAX_CRASH_ATTEMPTS, ReaderCrashed
-from processors.archive.names import display_name
+from processors.archive.names import display_name, readable
 
 log = logging.getLogger("kiroku.ledger")
 
@@ -316,7 +316,7 @@ def settle_failure(path: Path | str, department: str | None, exc: BaseException,
     path = Path(path)
     ledger = ledger_for(settings)
     kind = failures.failure_kind(exc)
-    reason = failures.describe(exc)
+    reason = readable(failures.describe(exc))
     entry = ledger.get(path)
     attempts = entry.attempts if entry else 0
     transient_attempts = entry.transient_attempts if entry else 0
@@ -329,7 +329,7 @@ def settle_failure(path: Path | str, department: str | None, exc: BaseException,
         if attempts >= MAX_CRASH_ATTEMPTS:
             exc = ReaderCrashed(f"読み取り処理が{attempts}回続けて異常終了しました", reason)
             kind = "rejected"
-            reason = str(exc)
+            reason = readable(str(exc))
     if kind == "rejected":
         try:
             dest = inbox.quarantine(path, settings.quarantine_dir, department, exc,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import unicodedata
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def display_path(path: Path | str) -> str:
     """A whole path for people: each part decoded on its own (a UTF-8 folder may hold a Shift_JIS file)."""
     text = os.fspath(path)
     return "/".join(display_name(part) if part else "" for part in text.split("/"))
+
+
+_SURROGATES = re.compile("[\udc80-\udcff]+")
+
+
+def readable(text: str) -> str:
+    """Any message, safe for JSON, SQLite and a reason file: a raw name inside it (lone
+    surrogates, e.g. a Shift_JIS file name in an exception message) is decoded as
+    display_name would."""
+    return _SURROGATES.sub(lambda m: display_name(os.fsencode(m.group())), text)
 
 
 def name_bytes_b64(name: str | bytes) -> str | None:
