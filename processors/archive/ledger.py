@@ -36,7 +36,7 @@ from typing import Literal
 
 from processors.archive import failures, inbox
 from processors.archive.failures import MAX_CRASH_ATTEMPTS, ReaderCrashed
-from processors.archive.names import display_name, readable
+from processors.archive.names import display_name, display_path, readable
 
 log = logging.getLogger("kiroku.ledger")
 
@@ -105,12 +105,12 @@ class Outcome:
         """One line for the terminal and the Prefect artifact, Japanese first."""
         name = display_name(self.path.name)
         if self.action == "quarantined":
-            return f"{name}: 隔離フォルダに移しました（{self.destination}）。理由: {self.reason}"
+            return f"{name}: 隔離フォルダに移しました（{display_path(self.destination)}）。理由: {self.reason}"
         if self.action == "retry":
             wait = max(0, round((self.retry_at or time.time()) - time.time()))
             return f"{name}: 受付フォルダに残し、約{wait}秒後に自動で再試行します。理由: {self.reason}"
         if self.action == "done":
-            return f"{name}: 保管しました（{self.destination}）"
+            return f"{name}: 保管しました（{display_path(self.destination)}）"
         return f"{name}: 受付フォルダに残っています（移動できませんでした）。理由: {self.reason}"
 
 

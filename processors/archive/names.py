@@ -18,9 +18,9 @@ turns a name on disk into:
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import os
-import re
 import unicodedata
 from pathlib import Path
 
@@ -53,14 +53,30 @@ def display_path(path: Path | str) -> str:
     return "/".join(display_name(part) if part else "" for part in text.split("/"))
 
 
-_SURROGATES = re.compile("[\udc80-\udcff]+")
+def _cp932_fallback(exc: UnicodeError) -> tuple[str, int]:
+    """Decoding error handler: where UTF-8 fails, read a Shift_JIS character, else escape the byte."""
+    assert isinstance(exc, UnicodeDecodeError)
+    data, i = exc.object, exc.start
+    for width in (2, 1):
+        try:
+            text = bytes(data[i:i + width]).decode("cp932")
+        except UnicodeDecodeError:
+            continue
+        if not any(unicodedata.category(c) in ("Co", "Cc") for c in text):
+            return text, i + width
+    return f"\\x{data[i]:02x}", i + 1
+
+
+codecs.register_error("kiroku-cp932", _cp932_fallback)
 
 
 def readable(text: str) -> str:
     """Any message, safe for JSON, SQLite and a reason file: a raw name inside it (lone
-    surrogates, e.g. a Shift_JIS file name in an exception message) is decoded as
-    display_name would."""
-    return _SURROGATES.sub(lambda m: display_name(os.fsencode(m.group())), text)
+    surrogates, e.g. a Shift_JIS file name in an exception message) is decoded as people
+    read it, the rest of the message left as it is."""
+    if is_plain_utf8(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "kiroku-cp932")
 
 
 def name_bytes_b64(name: str | bytes) -> str | None:
