@@ -32,7 +32,12 @@ def start_record(loaded: LoadedDocument, *, department: str | None = None,
         department=department or None,
         received_at=received_at or dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     )
-    return Record(id=record_id_for(loaded.sha256), source=source)
+    from processors.archive.events import kiroku_agent, with_event
+
+    record = Record(id=record_id_for(loaded.sha256), source=source)
+    where = f"{source.department}/{source.filename}" if source.department else source.filename
+    return with_event(record, "received", agent=kiroku_agent("intake"), at=source.received_at,
+                      detail=f"{where} ({source.bytes} bytes, {source.format}, SHA-256 {source.sha256})")
 
 
 def prepare_and_read(source: SourcePage, engine_name: str) -> tuple[PreparedPage, Page]:
@@ -70,12 +75,21 @@ def page_from(prepared: PreparedPage, text: PageText) -> Page:
 
 
 def with_pages(record: Record, pages: list[Page]) -> Record:
-    """The record with its pages, and the document text joined by form feeds as the schema promises."""
+    """The record with its pages, and the document text joined by form feeds as the schema promises.
+
+    Called once, when reading is done, so it also adds the `read` event (engines, page count).
+    """
+    from processors.archive.events import kiroku_agent, with_event
+
     ordered = sorted(pages, key=lambda p: p.index)
-    return record.model_copy(update={
+    record = record.model_copy(update={
         "pages": ordered,
         "text": FORM_FEED.join(p.text for p in ordered),
     })
+    engines = sorted({p.engine for p in ordered if p.engine}) or ["none (blank pages)"]
+    blank = sum(p.blank for p in ordered)
+    return with_event(record, "read", agent=kiroku_agent("read"),
+                      detail=f"{len(ordered)} page(s), {blank} blank; engine {', '.join(engines)}")
 
 
 def write_record_json(record: Record, path: Path) -> None:
