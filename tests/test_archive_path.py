@@ -384,3 +384,30 @@ def test_services_status_says_the_integrity_mode(seaweed, tmp_path):
            "KIROKU_PREFECT_PORT": str(seaweed.settings.prefect_port)}
     out = subprocess.run([KIROKU, "services", "status"], capture_output=True, text=True, env=env, timeout=120)
     assert "保管方式: 改ざん検知モード" in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------------ through the ingest flow
+@pytest.mark.slow
+def test_ingest_after_a_lost_catalog_finds_the_bucket_copy(kiroku_env, tmp_path, monkeypatch):
+    """Ingest, lose the catalog, ingest the same scan again: one record, one version of each object."""
+    from flows.ingest import ingest_document
+    from kiroku import wiring
+    from kiroku.config import load_settings
+    from tests.e2e_fixtures import render_notice_file
+
+    scan = render_notice_file(tmp_path / "照会.png", "職員研修の実施状況について（照会）", number="総務第５６号")
+    first = ingest_document(str(scan), "総務課", move_source=False)
+    record = wiring.catalog(kiroku_env).get(first["id"])
+    assert [e.type for e in record.events] == ["received", "read", "stored", "catalogued"]
+    assert record.events[0].detail.startswith("総務課/照会.png")
+    assert "rapidocr" in record.events[1].detail or "tesseract" in record.events[1].detail
+
+    monkeypatch.setenv("KIROKU_CATALOG_URL", f"sqlite:///{tmp_path / 'lost-catalog.db'}")
+    settings = load_settings()
+    second = ingest_document(str(scan), "総務課", move_source=False)
+    assert second["duplicate"] and second["id"] == first["id"]
+    assert wiring.catalog(settings).get(first["id"]) is not None
+    store = wiring.archive_store(settings)
+    for key in (record.archive.key, record.archive.original_key, record.archive.record_key):
+        assert len(store.versions_of(key)) == 1, key
+    assert verify_archive(store).ok
