@@ -200,6 +200,31 @@ def test_a_put_that_times_out_but_lands_is_not_sent_again(seaweed, tmp_path, cap
     assert any("had landed after all" in m for m in caplog.messages)
 
 
+def test_versions_are_listed_in_the_servers_order_not_by_id_or_second(seaweed):
+    """Five PUTs in one second: LastModified ties and SeaweedFS ids sort newest first."""
+    store = seaweed.store(_bucket(seaweed))
+    key = f"records/{uuid.uuid4().hex[:16]}/document.pdf"
+    until = dt.date.today() + dt.timedelta(days=10)
+    put = [store.upload_client.put_object(Bucket=store.bucket, Key=key, Body=str(i).encode(),
+                                          ObjectLockMode="COMPLIANCE",
+                                          ObjectLockRetainUntilDate=dt.datetime.combine(until, dt.time(),
+                                                                                        dt.timezone.utc))["VersionId"]
+           for i in range(5)]
+    assert [v.version_id for v in store.versions_of(key)] == put
+
+
+def test_retention_extension_is_an_event_in_a_new_record_json(seaweed, tmp_path):
+    from processors.archive.archiving import extend_stored_retention
+
+    store = seaweed.store(_bucket(seaweed))
+    (record,) = _store_some(store, tmp_path, 1)
+    extended = extend_stored_retention(store, record, "10年")
+    assert extended.events[-1].type == "retention_extended" and "3年 → 10年" in extended.events[-1].detail
+    assert archived_record(store, record.source.sha256) == extended  # the newest record.json is the record
+    assert len(store.versions_of(record.archive.record_key)) == 2  # the old one stays as history
+    assert verify_archive(store).ok
+
+
 # ------------------------------------------------------------------ verify
 def _store_some(store, tmp_path: Path, n: int) -> list[Record]:
     out = []
@@ -411,3 +436,8 @@ def test_ingest_after_a_lost_catalog_finds_the_bucket_copy(kiroku_env, tmp_path,
     for key in (record.archive.key, record.archive.original_key, record.archive.record_key):
         assert len(store.versions_of(key)) == 1, key
     assert verify_archive(store).ok
+
+    from flows.verify import verify_archive_flow
+
+    result = verify_archive_flow()
+    assert result["ok"] and result["records"] == 1 and result["checked"] == 3

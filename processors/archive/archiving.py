@@ -152,11 +152,11 @@ def iter_archived_records(store: ArchiveStore) -> Iterator[tuple[Record, str, st
     appears in both, the newer record.json wins.
     """
     newest: dict[str, tuple[dt.datetime, str, str]] = {}
-    for v in store.list_versions("records/"):
+    for v in store.list_versions("records/"):  # oldest first per key
         record_id = record_id_of_key(v.key)
         if record_id is None or v.delete_marker:
             continue
-        if record_id not in newest or (v.last_modified, v.version_id) >= (newest[record_id][0], newest[record_id][2]):
+        if record_id not in newest or v.key == newest[record_id][1] or v.last_modified > newest[record_id][0]:
             newest[record_id] = (v.last_modified, v.key, v.version_id)
     for record_id in sorted(newest):
         _, key, version_id = newest[record_id]

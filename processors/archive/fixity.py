@@ -138,8 +138,9 @@ def verify_archive(store: ArchiveStore, *, catalog: Catalog | None = None, worke
                 failed_records.add(record_id)
                 continue
             report.checked += 1
-            order = (v.last_modified, v.version_id)
-            if record_id not in newest or order >= newest[record_id][0]:
+            # versions come oldest first per key; across the two layouts the later time wins
+            order = (v.last_modified, key)
+            if record_id not in newest or newest[record_id][0][1] == key or v.last_modified > newest[record_id][0][0]:
                 newest[record_id] = (order, record)
             arc = record.archive
             if arc is None:

@@ -763,19 +763,26 @@ class ArchiveStore:
 
     # ----------------------------------------------------------------- listing
     def list_versions(self, prefix: str) -> list[ObjectVersion]:
-        """Every version and delete marker under `prefix`, oldest first per key (paginated)."""
-        out: list[ObjectVersion] = []
+        """Every version and delete marker under `prefix`, oldest first per key (paginated).
+
+        The order within a key is the server's (S3 lists a key's versions newest first),
+        not the version ids' (SeaweedFS ids sort newest first, AWS ids are random) and
+        not LastModified alone (whole seconds: two PUTs in one second tie).
+        """
+        entries: list[tuple[tuple, ObjectVersion]] = []
+        position = 0
         with self._errors("ListObjectVersions", prefix):
             paginator = self.client.get_paginator("list_object_versions")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for v in page.get("Versions", []):
-                    out.append(ObjectVersion(v["Key"], v.get("VersionId") or "null", v["LastModified"],
-                                             int(v.get("Size", 0)), bool(v.get("IsLatest"))))
-                for m in page.get("DeleteMarkers", []):
-                    out.append(ObjectVersion(m["Key"], m.get("VersionId") or "null", m["LastModified"],
-                                             0, bool(m.get("IsLatest")), delete_marker=True))
-        out.sort(key=lambda v: (v.key, v.last_modified, v.version_id))
-        return out
+                for v, marker in [(v, False) for v in page.get("Versions", [])] + \
+                                 [(m, True) for m in page.get("DeleteMarkers", [])]:
+                    position += 1
+                    ov = ObjectVersion(v["Key"], v.get("VersionId") or "null", v["LastModified"],
+                                       0 if marker else int(v.get("Size", 0)), bool(v.get("IsLatest")),
+                                       delete_marker=marker)
+                    entries.append(((ov.key, ov.last_modified, ov.is_latest, -position), ov))
+        entries.sort(key=lambda e: e[0])
+        return [ov for _, ov in entries]
 
     def versions_of(self, key: str) -> list[ObjectVersion]:
         """The stored versions (not delete markers) of exactly `key`, oldest first."""
