@@ -230,7 +230,7 @@ def extend_stored_retention(store: ArchiveStore, record: Record, new_period: str
     extended = record.model_copy(update={"retention": extend_retention(record.retention, new_period, new_expiry)})
     until, hold = lock_for(extended, dt.date.today())
     objects = [(arc.key, arc.version_id), (arc.original_key, arc.original_version_id)]
-    for key, version in objects:
+    for key, version in objects if store.locking else []:  # tamper-evident: nothing to lock, the record says it
         if hold:
             store.set_legal_hold(key, version, True)
         elif until and until != arc.retain_until:
