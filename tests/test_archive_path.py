@@ -278,6 +278,11 @@ def test_verify_command_exit_code_and_json(seaweed, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["checked"] == 3
     assert "検証OK" in ok.stderr
+    rebuilt = subprocess.run([KIROKU, "catalog", "rebuild"], capture_output=True, text=True, env=env, timeout=300)
+    assert rebuilt.returncode == 0 and "1 件" in rebuilt.stderr, rebuilt.stderr
+    found = subprocess.run([KIROKU, "search", "道路占用", "--json"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert [h["record_id"] for h in json.loads(found.stdout)] == [record.id]
     seaweed.client().put_object(Bucket=bucket, Key=record.archive.original_key, Body=b"not the scan")
     bad = subprocess.run([KIROKU, "verify"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1
