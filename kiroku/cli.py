@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -46,6 +47,15 @@ def _prefect(settings: Settings, *, require_server: bool = False) -> str | None:
     return prepare_prefect(settings, require_server=require_server)
 
 
+def _shown(path: Path) -> str:
+    """A path as a person reads it (a Shift_JIS name decoded), safe to print."""
+    from rich.markup import escape
+
+    from processors.archive.names import display_path
+
+    return escape(display_path(path))
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=err, transient=False)
@@ -74,7 +84,9 @@ def process(
             bar.advance(job)
             if outcome.error:
                 failed += 1
-                err.print(f"[red]✗ {outcome.input.name}: {outcome.error}")
+                err.print(f"[red]✗ {_shown(outcome.input)}: {outcome.error}")
+            elif outcome.pdf is not None:  # which output is whose: 001.jpg and 001.png do not share one
+                err.print(f"✓ {_shown(outcome.input)} → {_shown(outcome.pdf)}", highlight=False)
 
         process_files(list(inputs), out, settings, engine=engine, workers=workers, on_done=done)
     err.print(f"{len(inputs) - failed} of {len(inputs)} read into {out}")
@@ -128,30 +140,54 @@ def extract(
 
 @app.command()
 def ingest(
-    inputs: Annotated[list[Path], typer.Argument(help="scans to archive", exists=True, dir_okay=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="scans to archive")],
     department: Annotated[Optional[str], typer.Option("--department", "-d", help="e.g. 総務課")] = None,
     move: Annotated[bool, typer.Option(help="move each scan to var/done (or var/quarantine) afterwards")] = False,
 ) -> None:
     """Process, store and catalog scans: one Prefect flow run per document."""
+    from processors.archive import inbox
+
+    try:
+        department = inbox.safe_department(department)
+    except inbox.DepartmentRefused as exc:
+        err.print(f"[red]{exc}", highlight=False)
+        raise typer.Exit(2) from exc
     settings = _settings()
+    failed = 0
+    # checked here, not by typer's exists=True (which follows links): a link is refused, never read
+    paths = []
+    for p in inputs:
+        if inbox.is_link(p):
+            failed += 1
+            where = ""
+            if move:
+                dest = inbox.quarantine_link(Path(os.path.abspath(p)), settings.quarantine_dir, department)
+                where = f" 隔離フォルダに移しました: {_shown(dest)}"
+            err.print(f"[red]✗ {_shown(p)}: {inbox.LINK_REFUSED}{where}", highlight=False)
+        elif not p.is_file():
+            failed += 1
+            err.print(f"[red]✗ {_shown(p)}: ファイルが見つかりません (no such file)", highlight=False)
+        else:
+            paths.append(Path(os.path.abspath(p)))  # abspath, not resolve(): names stay as given
+    if not paths:
+        raise typer.Exit(1)
     _prefect(settings)
     from flows.ingest import ingest_many
 
-    failed = 0
     with _progress() as bar:
-        job = bar.add_task("archiving", total=len(inputs))
+        job = bar.add_task("archiving", total=len(paths))
 
         def done(path: Path, result) -> None:
             nonlocal failed
             bar.advance(job)
             if isinstance(result, BaseException):
                 failed += 1
-                err.print(f"[red]✗ {path.name}: {result}")
+                err.print(f"[red]✗ {_shown(path)}: {result}", highlight=False)
             else:
                 note = " (already archived)" if result.get("duplicate") else ""
-                err.print(f"[green]✓ {path.name} → {result['id']}{note}")
+                err.print(f"[green]✓ {_shown(path)} → {result['id']}{note}", highlight=False)
 
-        ingest_many([p.resolve() for p in inputs], department, move_source=move, on_done=done)
+        ingest_many(paths, department, move_source=move, on_done=done)
     raise typer.Exit(1 if failed else 0)
 
 

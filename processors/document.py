@@ -22,10 +22,20 @@ def record_id_for(sha256: str) -> str:
 
 
 def start_record(loaded: LoadedDocument, *, department: str | None = None,
-                 received_at: dt.datetime | None = None, filename: str | None = None) -> Record:
-    """The record as it is known before any page is read: where the scan came from."""
+                 received_at: dt.datetime | None = None, filename: str | None = None,
+                 filename_bytes: str | None = None) -> Record:
+    """The record as it is known before any page is read: where the scan came from.
+
+    The file name is kept for people (NFC, a Shift_JIS name decoded) and, when the
+    bytes on disk differ from that, as those bytes (processors/archive/names.py).
+    """
+    if filename is None:
+        from processors.archive.names import display_name, name_bytes_b64
+
+        filename, filename_bytes = display_name(loaded.path.name), name_bytes_b64(loaded.path.name)
     source = Source(
-        filename=filename or loaded.path.name,
+        filename=filename,
+        filename_bytes=filename_bytes,
         sha256=loaded.sha256,
         bytes=loaded.bytes,
         format=loaded.format,
