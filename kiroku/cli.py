@@ -73,6 +73,12 @@ def process(
             if outcome.error:
                 failed += 1
                 err.print(f"[red]✗ {outcome.input.name}: {outcome.error}")
+            elif outcome.record is not None:
+                from processors.document import describe_warning
+
+                for page in outcome.record.pages:
+                    for code in page.warnings:
+                        err.print(f"[yellow]⚠ {outcome.input.name} {page.index + 1}ページ目: {describe_warning(code)}")
 
         process_files(list(inputs), out, settings, engine=engine, workers=workers, on_done=done)
     err.print(f"{len(inputs) - failed} of {len(inputs)} read into {out}")
