@@ -81,7 +81,13 @@ def carry_pdf_facts(source: SourcePage, prepared: PreparedPage) -> None:
     page size (turned with the page), its own text, its warnings."""
     if source.page_size_pt is not None:
         w, h = source.page_size_pt
-        prepared.page_size_pt = (h, w) if prepared.rotation_deg in (90, 270) else (w, h)
+        sw, sh = source.image.size
+        if prepared.rotation_deg in (90, 270):
+            w, h, sw, sh = h, w, sh, sw
+        # deskewing grows the canvas (white corners): the page grows with it, at the same
+        # resolution, so nothing is squeezed; an unchanged page keeps the input's size exactly
+        aw, ah = prepared.archive_image.size
+        prepared.page_size_pt = (w * aw / sw, h * ah / sh) if (aw, ah) != (sw, sh) else (w, h)
         prepared.user_unit = source.user_unit
     prepared.source_text = source.source_text
     prepared.warnings = list(source.warnings)
