@@ -5,15 +5,26 @@ Why this module is careful rather than clever:
 * A records officer drops whatever the scanner or another office produced into the
   inbox, with whatever name it has. The format is therefore decided from the file's
   first bytes (magic numbers), never from its extension.
-* The archive must show the scan as it was scanned. PDF pages are therefore not
-  re-rasterised: the page's image XObject is extracted as it is stored, and a page
-  stored as JPEG keeps its JPEG stream (``SourcePage.jpeg_bytes``) so that the archive
-  PDF can embed the very same bytes when the page needs no turning.
+* The archive must show the scan as it was scanned. A PDF page that is exactly one
+  full-page image (no mask, nothing else drawn, square pixels) is therefore not
+  re-rasterised: its image XObject is extracted as it is stored, and a page stored as
+  JPEG keeps its JPEG stream (``SourcePage.jpeg_bytes``) so that the archive PDF can
+  embed the very same bytes when the page needs no turning. Every other page (masks,
+  several images, non-square pixels, typed text, vector drawing, a colour space pikepdf
+  cannot convert) is rendered by poppler at a resolution fitting its images
+  (processors.reading.pdfrender): taking "the" image of such a page lost titles,
+  figures and half the page height (issue 8). PDF pages carry their shown size
+  (``page_size_pt``, ``user_unit``) so the archive page is the same size.
+* PDFs as offices make them: a copier's "searchable PDF" is read again like any scan,
+  its own text kept as ``source_text`` (a second witness); a born-digital page (no
+  image) with trustworthy text keeps that text (``pdf_lines``, no OCR); text without a
+  Unicode mapping is flagged ``pdf_text_unreadable`` and the page is OCR'd.
 * Everything that cannot be archived honestly raises :class:`InputError` with a message
-  written for the person who has to deal with the file (it goes into the quarantine
-  reason file as it is): empty, truncated or corrupt files, encrypted or damaged PDFs,
-  born-digital PDFs, PDFs that already carry a text layer, XFA forms, signed PDFs,
-  decompression bombs, images too small to be a page, unsupported formats.
+  written for the person who has to deal with the file, plain Japanese first and the
+  English detail after (it goes into the quarantine reason file as it is): empty,
+  truncated or corrupt files, encrypted or damaged PDFs, PDFs with no content at all,
+  XFA forms, signed PDFs, decompression bombs, images too small to be a page,
+  unsupported formats.
 
 Resolution policy (``dpi_assumed``):
     A scan's resolution is needed to give the archive page its real paper size and to
@@ -946,11 +957,11 @@ def load_document(path: Path, *, max_pixels: int = 200_000_000, default_dpi: int
     """Read a scan file (PNG, JPEG, TIFF or scanned PDF) into page images.
 
     Returns a LoadedDocument whose pages are in mode "1" (bilevel stays bilevel), "L"
-    or "RGB", with their resolution (see the policy in the module docstring). PDF
-    pages are the page's own image object, turned by the page's /Rotate and by the
-    quarter turn the content stream draws it with, never re-rendered. Raises
-    InputError, with a message meant for a records officer, for anything that cannot
-    be archived as a scan.
+    or "RGB", with their resolution (see the policy in the module docstring). A PDF
+    page that is one plain full-page scan is its own image object, turned by the
+    page's /Rotate and by the quarter turn the content stream draws it with; any
+    other PDF page is rendered as a viewer shows it. Raises InputError, with a
+    message meant for a records officer, for anything that cannot be archived.
     """
     path = Path(path)
     name = path.name
