@@ -87,6 +87,13 @@ def process(
                 err.print(f"[red]✗ {_shown(outcome.input)}: {outcome.error}")
             elif outcome.pdf is not None:  # which output is whose: 001.jpg and 001.png do not share one
                 err.print(f"✓ {_shown(outcome.input)} → {_shown(outcome.pdf)}", highlight=False)
+                if outcome.record is not None:
+                    from processors.document import describe_warning
+
+                    for page in outcome.record.pages:
+                        for code in page.warnings:
+                            err.print(f"[yellow]⚠ {_shown(outcome.input)} {page.index + 1}ページ目: "
+                                      f"{describe_warning(code)}", highlight=False)
 
         process_files(list(inputs), out, settings, engine=engine, workers=workers, on_done=done)
     err.print(f"{len(inputs) - failed} of {len(inputs)} read into {out}")
