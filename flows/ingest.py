@@ -56,7 +56,16 @@ def load_scan(path: Path, settings: Settings) -> LoadedDocument:
 
 @task(name="find earlier copy", cache_policy=NO_CACHE)
 def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
-    return wiring.catalog(settings).find_by_sha256(sha256)
+    """Catalog first (cheap), then the bucket, which is the authority; a bucket hit is catalogued now."""
+    from processors.archive.archiving import archived_record, catalog_record
+
+    catalog = wiring.catalog(settings)
+    found = catalog.find_by_sha256(sha256)
+    if found is None:
+        found = archived_record(wiring.archive_store(settings), sha256)
+        if found is not None:
+            found = catalog_record(catalog, found, detail="found in the bucket by a later pass")
+    return found
 
 
 @task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
@@ -98,7 +107,9 @@ def store_archive(record: Record, pdf_path: Path, original: Path, settings: Sett
 
 @task(name="catalog record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def catalog_record(record: Record, settings: Settings) -> None:
-    wiring.catalog(settings).add(record)
+    from processors.archive.archiving import catalog_record as add
+
+    add(wiring.catalog(settings), record)
 
 
 @task(name="move to done", cache_policy=NO_CACHE)
