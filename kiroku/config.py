@@ -46,6 +46,12 @@ class Settings:
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEED_PORTS))
     ocr_engine: str = "rapidocr"  # measured best (bench/ocr_eval.py); tesseract and auto on request
     ocr_concurrency: int = 0  # 0: one per core
+    # warm reader processes (kiroku/readers.py): a page slower than this is failed and its reader
+    # replaced; a reader is replaced after this many jobs or above this resident memory
+    reader_time_limit: float = 120.0  # seconds per page, plus reader_time_limit_per_mpx per megapixel
+    reader_time_limit_per_mpx: float = 4.0
+    reader_max_jobs: int = 200
+    reader_max_rss_mb: float = 1500.0
     # the municipality's records rules (data files default to those in schemas/)
     retention_start_rule: str = "fiscal"  # 起算日: fiscal (4月1日 after), calendar (1月1日 after) or completion
     retention_schedule: str | None = None
