@@ -668,7 +668,7 @@ def holds_port(pid: int, port: int) -> bool:
     return False
 
 
-def prefect_is_ours(settings: Settings) -> bool:
+def prefect_is_ours(settings: Settings, timeout: float = 2.0) -> bool:
     """True only if the Prefect server on our port is the one this instance started (its pid
     file names a live process whose group listens there) and it answers.
 
@@ -676,7 +676,7 @@ def prefect_is_ours(settings: Settings) -> bool:
     Prefect server on 4200 once got this instance's runs logged on it.
     """
     found = _read_pid(settings, PREFECT)
-    return found is not None and holds_port(found[0], settings.prefect_port) and prefect_answers(settings)
+    return found is not None and holds_port(found[0], settings.prefect_port) and prefect_answers(settings, timeout)
 
 
 def _status(settings: Settings, spec: _Spec, check: bool, started: bool = False) -> ServiceStatus:

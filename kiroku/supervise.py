@@ -35,6 +35,7 @@ from typing import Callable
 from kiroku.config import Settings
 
 CHECK_EVERY = 5.0  # seconds between service checks
+MISSES_BEFORE_DOWN = 2  # checks in a row without an answer before a service is reported down
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER = 60.0  # a worker that ran this long is healthy: the next restart is quick again
 PROGRESS_FD_ENV = "KIROKU_PROGRESS_FD"
@@ -156,6 +157,10 @@ def worker_main() -> int:
 
         ingest.LISTENERS.append(tell)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us (SIGTERM)
+    from kiroku.readers import shared_pool
+
+    shared_pool(settings).wait_warm()
+    ingest._progress(Path("-"), None, "ready")
     watch_inbox(settings, use_deployment=False, stop=threading.Event(), gate=storage_gate(settings))
     return 0
 
@@ -187,17 +192,18 @@ class ServiceMonitor:
         self.settings = settings
         self.report = report
         self.down_since: dict[str, float] = {}
+        self.misses: dict[str, int] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="kiroku-monitor")
 
     def checks(self) -> dict[str, Callable[[], bool]]:
         from kiroku import services
 
-        out: dict[str, Callable[[], bool]] = {services.WEED: lambda: services.s3_answers(self.settings)}
+        out: dict[str, Callable[[], bool]] = {services.WEED: lambda: services.s3_answers(self.settings, timeout=4.0)}
         if self.settings.prefect_api_url:
-            out[services.PREFECT] = lambda: services.prefect_answers(self.settings)
+            out[services.PREFECT] = lambda: services.prefect_answers(self.settings, timeout=4.0)
         else:
-            out[services.PREFECT] = lambda: services.prefect_is_ours(self.settings)
+            out[services.PREFECT] = lambda: services.prefect_is_ours(self.settings, timeout=4.0)
         return out
 
     def check_once(self) -> None:
@@ -207,6 +213,12 @@ class ServiceMonitor:
             except Exception:  # noqa: BLE001 - a check that fails is a service that does not answer
                 ok = False
             was_down = name in self.down_since
+            if not ok:
+                self.misses[name] = self.misses.get(name, 0) + 1
+                if self.misses[name] < MISSES_BEFORE_DOWN:
+                    continue  # one slow answer on a busy machine is not an outage
+            else:
+                self.misses[name] = 0
             if not ok and not was_down:
                 self.down_since[name] = time.monotonic()
                 self.report(name, False, None)
@@ -263,10 +275,21 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
                             f"処理中だったスキャンは受付フォルダに残っており、もう一度処理されます "
                             f"(the worker died; restarting it, its scans are retried)[/bold red]")
 
-            worker = Worker(settings, board.document, worker_exited)
+            ready = threading.Event()
+
+            def progress(name: str, step: str, detail: dict) -> None:
+                if step == "ready":
+                    ready.set()
+                else:
+                    board.document(name, step, detail)
+
+            worker = Worker(settings, progress, worker_exited)
             monitor = ServiceMonitor(settings, board.service)
             try:  # the worker is stopped before the services it uses
                 worker.start()
+                say("kiroku: 読み取りプロセスを準備しています (warming the readers)…")
+                while not ready.wait(0.5):
+                    worker.check()  # a worker that dies while starting is started again
                 monitor.thread.start()
                 ui = (api or settings.prefect_url).removesuffix("/api")
                 say("")
