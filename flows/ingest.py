@@ -1,16 +1,8 @@
 """Ingesting scans: one flow run per document, a task per stage.
 
-The flow reads like the process a records officer would describe: load the scan;
-under the lock for its content, ask whether it is archived already (catalog, then
-bucket); read its pages in the warm reader processes; extract what it is; write
-the PDF/A; store it locked; catalog it; and only then take it out of the inbox.
-The work itself lives in processors/ and kiroku/readers.py.
-
-A failure is handled by its kind (processors.archive.failures): a scan that can
-never be archived goes to quarantine with a reason; one that met a passing fault
-(storage down, disk full) stays in the inbox and is tried again later by itself;
-one whose reader died or hung is tried again a bounded number of times. The
-failure artifact says which of these really happened.
+The flow reads like the process a records officer would describe: load the scan,
+read its pages, extract what it is, write the PDF/A, store it locked, catalog it,
+and only then take it out of the inbox. The work itself lives in processors/.
 """
 
 from __future__ import annotations
@@ -20,49 +12,52 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
 
 from kiroku import wiring
 from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
 from processors import document
-from processors.archive import failures, inbox
+from processors.archive import inbox, ledger
 from processors.archive.locks import content_lock
+from processors.archive.names import decode_path, display_name, encode_path, readable
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+cv2.setNumThreads(1)  # pages already run one per core; OpenCV's own threads would only compete
 
 
-def _document_run_name() -> str:
-    params = flow_run.parameters
-    name = Path(params["path"]).name
-    department = params.get("department")
-    return f"{department}/{name}" if department else name
-
-
-# --------------------------------------------------------------------------- progress
 # Listeners told of each document's steps (received, reading, archived, quarantined,
-# kept): the live terminal of `make run` is one. A listener must not raise.
+# retry): the live terminal of `make run` is one. A listener must not raise.
 Listener = Callable[[str, str, dict], None]
 LISTENERS: list[Listener] = []
 
 
 def _progress(source: Path, department: str | None, step: str, **detail: object) -> None:
-    name = f"{department}/{source.name}" if department else source.name
+    name = display_name(source.name)
+    name = f"{department}/{name}" if department else name
     for listener in list(LISTENERS):
         try:
             listener(name, step, detail)
         except Exception:  # noqa: BLE001 - the terminal must never stop an ingest
             pass
+
+
+def _document_run_name() -> str:
+    params = flow_run.parameters
+    name = display_name(decode_path(params["path"]).name)
+    department = params.get("department")
+    return f"{department}/{name}" if department else name
 
 
 # --------------------------------------------------------------------------- tasks
@@ -77,19 +72,16 @@ def load_scan(path: Path, settings: Settings) -> LoadedDocument:
 
 @task(name="find earlier copy", cache_policy=NO_CACHE)
 def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
-    """The catalog first (cheap), then the bucket, which is the authority (docs/archive-path.md §1):
-    a record stored by a pass that crashed before cataloguing is found there and catalogued now."""
-    earlier = wiring.catalog(settings).find_by_sha256(sha256)
-    if earlier is not None:
-        return earlier
-    from processors.archive import archiving
+    """Catalog first (cheap), then the bucket, which is the authority; a bucket hit is catalogued now."""
+    from processors.archive.archiving import archived_record, catalog_record
 
-    if not hasattr(archiving, "archived_record"):  # the storage branch brings it
-        return None
-    stored = archiving.archived_record(wiring.archive_store(settings), sha256)
-    if stored is not None:
-        wiring.catalog(settings).add(stored)
-    return stored
+    catalog = wiring.catalog(settings)
+    found = catalog.find_by_sha256(sha256)
+    if found is None:
+        found = archived_record(wiring.archive_store(settings), sha256)
+        if found is not None:
+            found = catalog_record(catalog, found, detail="found in the bucket by a later pass")
+    return found
 
 
 def _read_in_reader(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
@@ -100,12 +92,16 @@ def _read_in_reader(source: SourcePage, engine: str) -> tuple[PreparedPage, Page
 
 @task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
 def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[PreparedPage, Page]:
-    """One page in a warm reader process; ReaderCrashed if that process dies or hangs."""
+    """One page in a warm reader process (kiroku/readers.py); ReaderCrashed if it dies or hangs."""
     from kiroku.readers import page_time_limit, shared_pool
 
     limit = page_time_limit(source, settings.reader_time_limit, settings.reader_time_limit_per_mpx)
     return shared_pool(settings).submit(_read_in_reader, source, settings.ocr_engine, time_limit=limit,
                                         label=f"{label} p{source.index + 1}").result()
+
+
+def _extract(record: Record, options: dict) -> Record:
+    return document.extract_metadata(record, **options)
 
 
 @task(name="extract metadata", cache_policy=NO_CACHE)
@@ -117,13 +113,8 @@ def extract_metadata(record: Record, settings: Settings) -> Record:
                                         label=f"{record.source.filename} (metadata)").result()
 
 
-def _extract(record: Record, options: dict) -> Record:
-    return document.extract_metadata(record, **options)
-
-
 @task(name="write PDF/A", cache_policy=NO_CACHE)
-def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path,
-               settings: Settings) -> str:
+def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path, settings: Settings) -> str:
     """In a reader too: image encoding and validation would otherwise hold this process's GIL."""
     from kiroku.readers import shared_pool
 
@@ -132,11 +123,22 @@ def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path:
                                         label=f"{record.source.filename} (PDF/A)").result()
 
 
-@task(name="store in archive", cache_policy=NO_CACHE)
+def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
+    """Retry storage only for faults that can go away (network, 5xx, throttling)."""
+    from processors.archive.storage import TransientStorageError
+
+    try:
+        state.result()
+    except TransientStorageError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+@task(name="store in archive", cache_policy=NO_CACHE, retries=4,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_transient)
 def store_archive(record: Record, pdf_path: Path, original: Path, settings: Settings) -> Record:
-    """No retries here: a storage fault is transient, so the scan stays in the inbox and the
-    whole document is tried again later (a retry inside the run held a reader slot and gave
-    up after ~31 s of outage, then quarantined for good)."""
     from processors.archive.archiving import store_record
 
     return store_record(wiring.archive_store(settings), record, pdf_path, original)
@@ -144,105 +146,24 @@ def store_archive(record: Record, pdf_path: Path, original: Path, settings: Sett
 
 @task(name="catalog record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def catalog_record(record: Record, settings: Settings) -> None:
-    wiring.catalog(settings).add(record)
+    from processors.archive.archiving import catalog_record as add
+
+    add(wiring.catalog(settings), record)
 
 
 @task(name="move to done", cache_policy=NO_CACHE)
-def move_to_done(path: Path, department: str | None, settings: Settings) -> Path:
-    return inbox.move_to(path, settings.done_dir, department)
+def move_to_done(path: Path, department: str | None, settings: Settings) -> ledger.Outcome:
+    # done/ full: the scan stays in the inbox and the ledger hands it over again later
+    return ledger.finish(path, department, settings)
 
 
-# --------------------------------------------------------------------------- failures
-
-
-@dataclass(frozen=True)
-class Settled:
-    """What became of a scan that was not archived this time."""
-
-    kind: failures.FailureKind
-    reason: str
-    disposition: str  # "quarantined" | "kept" (in the inbox, for a retry) | "left" (not ours to move)
-    where: Path | None = None
-    attempt: int = 1
-    retry_at: dt.datetime | None = None
-
-    def markdown(self, name: str) -> str:
-        if self.disposition == "quarantined":
-            what = (f"隔離しました: `{self.where}`（理由は `{Path(str(self.where)).name}.error.txt`）\n\n"
-                    f"Moved to quarantine with a reason file.")
-        elif self.disposition == "kept":
-            when = self.retry_at.astimezone().strftime("%H:%M:%S") if self.retry_at else "-"
-            tries = (f"{self.attempt} 回目 / 最大 {failures.MAX_CRASH_ATTEMPTS} 回"
-                     if self.kind == "crashed" else f"{self.attempt} 回目")
-            what = (f"受付フォルダに残しました。{when} ごろ自動で再試行します（{tries}）。\n\n"
-                    f"Kept in the inbox; tried again by itself at about {when} (attempt {self.attempt}).")
-        else:
-            what = "ファイルは移動していません。\n\nThe file was not moved (ingest without --move)."
-        return f"## 保存できませんでした: {name}\n\n**理由 / reason:** {self.reason}\n\n{what}\n"
-
-
-# transient faults: 30 s, 1, 2, 4 ... minutes, at most 10; a crashed read: again after 10 s
-TRANSIENT_FIRST_DELAY = 30.0
-TRANSIENT_MAX_DELAY = 600.0
-CRASH_RETRY_DELAY = 10.0
-_attempts: dict[tuple[str, str], int] = {}
-_attempts_lock = threading.Lock()
-# the last settlement per inbox path, for the watcher that handed the scan over
-SETTLED: dict[str, Settled] = {}
-
-
-def _settle_failure(path: Path, department: str | None, exc: BaseException, settings: Settings,
-                    move_source: bool) -> Settled:
-    """Decide what becomes of a scan that failed, by the failure's kind.
-
-    Stand-in for processors.archive.ledger.settle_failure (the intake branch), which
-    keeps the attempts in var/state/ so that a restart forgets nothing; this one keeps
-    them in memory. When the ledger lands, this body becomes one call to it.
-    """
-    kind = failures.failure_kind(exc)
-    reason = failures.describe(exc)
-    if not move_source or not path.exists():
-        return Settled(kind, reason, "left")
-    key = (str(path), kind)
-    with _attempts_lock:
-        attempt = _attempts.get(key, 0) + 1
-        _attempts[key] = attempt
-    now = dt.datetime.now(dt.timezone.utc)
-    if kind == "transient":
-        delay = min(TRANSIENT_MAX_DELAY, TRANSIENT_FIRST_DELAY * 2 ** (attempt - 1))
-        return Settled(kind, reason, "kept", attempt=attempt, retry_at=now + dt.timedelta(seconds=delay))
-    if kind == "crashed" and attempt < failures.MAX_CRASH_ATTEMPTS:
-        return Settled(kind, reason, "kept", attempt=attempt,
-                       retry_at=now + dt.timedelta(seconds=CRASH_RETRY_DELAY))
-    if kind == "crashed":
-        reason = failures.japanese_reason(
-            f"読み取り処理が {attempt} 回続けて異常終了したため隔離しました", reason)
-    with _attempts_lock:
-        for k in [k for k in _attempts if k[0] == str(path)]:
-            del _attempts[k]
-    return Settled(kind, reason, "quarantined", where=inbox.quarantine(
-        path, settings.quarantine_dir, department, reason), attempt=attempt)
-
-
-def _forget_attempts(path: Path) -> None:
-    with _attempts_lock:
-        for k in [k for k in _attempts if k[0] == str(path)]:
-            del _attempts[k]
+@task(name="quarantine scan", cache_policy=NO_CACHE)
+def quarantine_scan(path: Path, department: str | None, exc: BaseException, settings: Settings) -> ledger.Outcome:
+    # by failure kind: quarantine, or keep in the inbox and retry later (processors/archive/ledger.py)
+    return ledger.settle_failure(path, department, exc, settings)
 
 
 # --------------------------------------------------------------------------- flows
-
-
-def _agent() -> str:
-    from processors.archive.events import kiroku_agent
-
-    return kiroku_agent("ingest-document")
-
-
-def _leave_inbox(source: Path, department: str | None, settings: Settings, move_source: bool) -> None:
-    if move_source and source.exists():
-        move_to_done(source, department, settings)
-    _forget_attempts(source)
 
 
 @flow(name="ingest-document", flow_run_name=_document_run_name, log_prints=False,
@@ -250,42 +171,41 @@ def _leave_inbox(source: Path, department: str | None, settings: Settings, move_
 def ingest_document(path: str, department: str | None = None, move_source: bool = True) -> dict:
     """Archive one scan: read it, store it locked, catalog it; only then let it leave the inbox.
 
-    A scan that fails is quarantined, kept for a retry or left alone according to the
-    failure's kind; the run fails with the reason so the operator sees it in the UI.
+    A scan that cannot be archived goes to quarantine with a reason file, and the
+    run fails with that reason so the operator sees it in the Prefect UI.
     """
-    from processors.archive.events import with_event
-
     settings = load_settings()
     logger = get_run_logger()
-    source = Path(path)
-    name = f"{department}/{source.name}" if department else source.name
+    source = decode_path(path)  # a Shift_JIS name travels base64 (processors/archive/names.py)
+    shown = display_name(source.name)
+    department = inbox.safe_department(department)
+    label = f"{department}/{shown}" if department else shown
     t0 = time.monotonic()
-    pdf_path: Path | None = None
     _progress(source, department, "received")
     try:
+        inbox.refuse_link(source)  # never read through a link
+        if move_source:
+            ledger.mark_running(source, settings=settings)
         loaded = load_scan(source, settings)
-        with content_lock(settings.home, loaded.sha256):
+        if move_source:
+            ledger.ledger_for(settings).note_content(source, loaded.sha256)
+        with content_lock(settings.home, loaded.sha256):  # archived? -> store -> catalog, one pass per content
             earlier = find_earlier_copy(loaded.sha256, settings)
             if earlier is not None:
                 logger.info("%s is already archived as %s (same SHA-256); not archiving it twice",
-                            source.name, earlier.id)
-                _leave_inbox(source, department, settings, move_source)
+                            shown, earlier.id)
+                if move_source:
+                    move_to_done(source, department, settings)
                 _progress(source, department, "duplicate", id=earlier.id)
-                create_markdown_artifact(
-                    key="kiroku-record", markdown=f"## 保存済み: {name}\n\n同じ内容の記録 `{earlier.id}` が"
-                    f"すでに保存されています。二重には保存しません。\n\nAlready archived as {earlier.id}.\n",
-                    description=f"{source.name} is already archived as {earlier.id}")
                 return {"id": earlier.id, "duplicate": True,
                         "key": earlier.archive.key if earlier.archive else None}
 
-            record = document.start_record(loaded, department=department, filename=source.name)
-            record = with_event(record, "received", agent=_agent(), detail=name, at=record.source.received_at)
+            record = document.start_record(loaded, department=department)
             _progress(source, department, "reading", pages=len(loaded.pages))
-            futures = read_page.map(loaded.pages, settings=unmapped(settings), label=unmapped(name))
+            futures = read_page.map(loaded.pages, settings=unmapped(settings), label=unmapped(label))
             del loaded
             pages = futures.result()
             record = document.with_pages(record, [page for _, page in pages])
-            record = with_event(record, "read", agent=_agent(), detail=f"{len(pages)} pages, {settings.ocr_engine}")
             record = extract_metadata(record, settings)
             work = settings.home / "work" / record.id
             work.mkdir(parents=True, exist_ok=True)
@@ -295,23 +215,32 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
             _progress(source, department, "storing")
             record = store_archive(record, pdf_path, source, settings)
             catalog_record(record, settings)
-            _leave_inbox(source, department, settings, move_source)
     except Exception as exc:
-        settled = _settle_failure(source, department, exc, settings, move_source)
-        SETTLED[str(source)] = settled
-        logger.error("could not archive %s (%s, %s): %s", name, settled.kind, settled.disposition, settled.reason)
-        _progress(source, department, settled.disposition, reason=settled.reason, kind=settled.kind,
-                  attempt=settled.attempt, retry_at=settled.retry_at.isoformat() if settled.retry_at else None)
-        create_markdown_artifact(key="kiroku-failed", markdown=settled.markdown(name),
-                                 description=f"Not archived: {source.name} ({settled.disposition})")
+        reason = readable(str(exc) or type(exc).__name__)  # a Shift_JIS name in it would break the API's JSON
+        logger.error("could not archive %s: %s", shown, reason)
+        what = "The scan was left where it was (not moved)."
+        step, detail = "left", {"reason": reason}
+        if move_source and os.path.lexists(source):
+            outcome = quarantine_scan(source, department, exc, settings)
+            logger.error("%s", outcome.message)  # says "quarantined" only when it was
+            what = outcome.message
+            step = "quarantined" if outcome.action == "quarantined" else (
+                "kept" if outcome.action == "retry" else "left")
+            detail = {"reason": reason, "attempt": outcome.attempts,
+                      "retry_at": dt.datetime.fromtimestamp(outcome.retry_at, dt.timezone.utc).isoformat()
+                      if outcome.retry_at else None}
+        _progress(source, department, step, **detail)
+        create_markdown_artifact(
+            key="kiroku-failed", description=f"Not archived: {shown}",
+            markdown=f"## Not archived: {shown}\n\n**Reason:** {reason}\n\n{what}",
+        )
         raise
-    finally:
-        if pdf_path is not None:
-            _clean_work(pdf_path)
-    SETTLED.pop(str(source), None)
+    if move_source:
+        move_to_done(source, department, settings)
+    _clean_work(pdf_path)
     create_markdown_artifact(key="kiroku-record", markdown=record_markdown(record),
-                             description=f"Archived {source.name} as {record.id}")
-    logger.info("archived %s as %s at s3://%s/%s", source.name, record.id,
+                             description=f"Archived {shown} as {record.id}")
+    logger.info("archived %s as %s at s3://%s/%s", shown, record.id,
                 record.archive.bucket, record.archive.key)
     _progress(source, department, "archived", id=record.id, pages=len(record.pages),
               seconds=round(time.monotonic() - t0, 1), warnings=_warnings(record))
@@ -339,7 +268,7 @@ def ingest_many(paths: list[Path], department: str | None, *, move_source: bool 
 
     def one(p: Path):
         try:
-            result = ingest_document(str(p), department, move_source)
+            result = ingest_document(encode_path(p), department, move_source)
         except BaseException as exc:  # noqa: BLE001 - reported per file, the batch goes on
             result = exc
         if on_done:
@@ -377,12 +306,11 @@ def record_markdown(record: Record) -> str:
         ("満了日", str(ret.expiry_date) if ret and ret.expiry_date else "-"),
         ("格納先", f"s3://{arc.bucket}/{arc.key}" if arc else "-"),
         ("SHA-256", arc.sha256 if arc else "-"),
-        ("頁数", str(len(record.pages))),
     ]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    md_text = f"## {md.title or record.source.filename}\n\n| 項目 | 値 |\n|---|---|\n{body}\n"
+    text = f"## {md.title or record.source.filename}\n\n| 項目 | 値 |\n|---|---|\n{body}\n"
     if warns := _warnings(record):
-        md_text += ("\n**確認してください / please check:** " + ", ".join(warns)
-                    + "\n\n(`ink_but_no_text`: 画像にインクがあるのに文字が読めませんでした / "
-                      "the page has ink but no text was read)\n")
-    return md_text
+        text += ("\n**確認してください / please check:** " + ", ".join(warns)
+                 + "\n\n(`ink_but_no_text`: 画像にインクがあるのに文字が読めませんでした / "
+                   "the page has ink but no text was read)\n")
+    return text

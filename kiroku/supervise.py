@@ -161,7 +161,7 @@ def worker_main() -> int:
 
     shared_pool(settings).wait_warm()
     ingest._progress(Path("-"), None, "ready")
-    watch_inbox(settings, use_deployment=False, stop=threading.Event(), gate=storage_gate(settings))
+    watch_inbox(settings, use_deployment=False, stop=threading.Event())
     return 0
 
 
