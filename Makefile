@@ -8,6 +8,7 @@ STAMP := $(VENV)/.kiroku-installed
 
 $(STAMP): pyproject.toml deploy/bootstrap.sh
 	bash deploy/bootstrap.sh $(VENV)
+	$(PY) -m kiroku.config --record-home $(CURDIR)/var
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,14 +7,16 @@ and only then take it out of the inbox. The work itself lives in processors/.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import cv2
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -26,15 +28,29 @@ from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
 from processors import document
 from processors.archive import inbox, ledger
+from processors.archive.locks import content_lock
 from processors.archive.names import decode_path, display_name, encode_path, readable
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
-# One OCR page per core across every document in this process: tesseract is
-# single-threaded here (OMP_THREAD_LIMIT=1), so more would only make pages wait.
-OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 cv2.setNumThreads(1)  # pages already run one per core; OpenCV's own threads would only compete
+
+
+# Listeners told of each document's steps (received, reading, archived, quarantined,
+# retry): the live terminal of `make run` is one. A listener must not raise.
+Listener = Callable[[str, str, dict], None]
+LISTENERS: list[Listener] = []
+
+
+def _progress(source: Path, department: str | None, step: str, **detail: object) -> None:
+    name = display_name(source.name)
+    name = f"{department}/{name}" if department else name
+    for listener in list(LISTENERS):
+        try:
+            listener(name, step, detail)
+        except Exception:  # noqa: BLE001 - the terminal must never stop an ingest
+            pass
 
 
 def _document_run_name() -> str:
@@ -68,20 +84,43 @@ def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
     return found
 
 
+def _read_in_reader(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
+    from kiroku.process import _read_page
+
+    return _read_page(source, engine)
+
+
 @task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
-def read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
-    with OCR_SLOTS:
-        return document.prepare_and_read(source, engine)
+def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[PreparedPage, Page]:
+    """One page in a warm reader process (kiroku/readers.py); ReaderCrashed if it dies or hangs."""
+    from kiroku.readers import page_time_limit, shared_pool
+
+    limit = page_time_limit(source, settings.reader_time_limit, settings.reader_time_limit_per_mpx)
+    return shared_pool(settings).submit(_read_in_reader, source, settings.ocr_engine, time_limit=limit,
+                                        label=f"{label} p{source.index + 1}").result()
+
+
+def _extract(record: Record, options: dict) -> Record:
+    return document.extract_metadata(record, **options)
 
 
 @task(name="extract metadata", cache_policy=NO_CACHE)
 def extract_metadata(record: Record, settings: Settings) -> Record:
-    return document.extract_metadata(record, **settings.extract_options)
+    from kiroku.readers import shared_pool
+
+    return shared_pool(settings).submit(_extract, record, settings.extract_options,
+                                        time_limit=settings.reader_time_limit,
+                                        label=f"{record.source.filename} (metadata)").result()
 
 
 @task(name="write PDF/A", cache_policy=NO_CACHE)
-def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path) -> str:
-    return document.write_archive_pdf(record, pages, pdf_path)
+def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path, settings: Settings) -> str:
+    """In a reader too: image encoding and validation would otherwise hold this process's GIL."""
+    from kiroku.readers import shared_pool
+
+    return shared_pool(settings).submit(document.write_archive_pdf, record, pages, pdf_path,
+                                        time_limit=settings.reader_time_limit * 2,
+                                        label=f"{record.source.filename} (PDF/A)").result()
 
 
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
@@ -140,6 +179,9 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
     source = decode_path(path)  # a Shift_JIS name travels base64 (processors/archive/names.py)
     shown = display_name(source.name)
     department = inbox.safe_department(department)
+    label = f"{department}/{shown}" if department else shown
+    t0 = time.monotonic()
+    _progress(source, department, "received")
     try:
         inbox.refuse_link(source)  # never read through a link
         if move_source:
@@ -147,33 +189,47 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         loaded = load_scan(source, settings)
         if move_source:
             ledger.ledger_for(settings).note_content(source, loaded.sha256)
-        earlier = find_earlier_copy(loaded.sha256, settings)
-        if earlier is not None:
-            logger.info("%s is already archived as %s (same SHA-256); not archiving it twice",
-                        shown, earlier.id)
-            if move_source:
-                move_to_done(source, department, settings)
-            return {"id": earlier.id, "duplicate": True, "key": earlier.archive.key if earlier.archive else None}
+        with content_lock(settings.home, loaded.sha256):  # archived? -> store -> catalog, one pass per content
+            earlier = find_earlier_copy(loaded.sha256, settings)
+            if earlier is not None:
+                logger.info("%s is already archived as %s (same SHA-256); not archiving it twice",
+                            shown, earlier.id)
+                if move_source:
+                    move_to_done(source, department, settings)
+                _progress(source, department, "duplicate", id=earlier.id)
+                return {"id": earlier.id, "duplicate": True,
+                        "key": earlier.archive.key if earlier.archive else None}
 
-        record = document.start_record(loaded, department=department)
-        futures = read_page.map(loaded.pages, engine=settings.ocr_engine)
-        pages = futures.result()
-        record = document.with_pages(record, [page for _, page in pages])
-        record = extract_metadata(record, settings)
-        work = settings.home / "work" / record.id
-        work.mkdir(parents=True, exist_ok=True)
-        pdf_path = work / "document.pdf"
-        write_pdfa(record, pages, pdf_path)
-        record = store_archive(record, pdf_path, source, settings)
-        catalog_record(record, settings)
+            record = document.start_record(loaded, department=department)
+            _progress(source, department, "reading", pages=len(loaded.pages))
+            futures = read_page.map(loaded.pages, settings=unmapped(settings), label=unmapped(label))
+            del loaded
+            pages = futures.result()
+            record = document.with_pages(record, [page for _, page in pages])
+            record = extract_metadata(record, settings)
+            work = settings.home / "work" / record.id
+            work.mkdir(parents=True, exist_ok=True)
+            pdf_path = work / "document.pdf"
+            write_pdfa(record, pages, pdf_path, settings)
+            del pages
+            _progress(source, department, "storing")
+            record = store_archive(record, pdf_path, source, settings)
+            catalog_record(record, settings)
     except Exception as exc:
         reason = readable(str(exc) or type(exc).__name__)  # a Shift_JIS name in it would break the API's JSON
         logger.error("could not archive %s: %s", shown, reason)
         what = "The scan was left where it was (not moved)."
+        step, detail = "left", {"reason": reason}
         if move_source and os.path.lexists(source):
             outcome = quarantine_scan(source, department, exc, settings)
             logger.error("%s", outcome.message)  # says "quarantined" only when it was
             what = outcome.message
+            step = "quarantined" if outcome.action == "quarantined" else (
+                "kept" if outcome.action == "retry" else "left")
+            detail = {"reason": reason, "attempt": outcome.attempts,
+                      "retry_at": dt.datetime.fromtimestamp(outcome.retry_at, dt.timezone.utc).isoformat()
+                      if outcome.retry_at else None}
+        _progress(source, department, step, **detail)
         create_markdown_artifact(
             key="kiroku-failed", description=f"Not archived: {shown}",
             markdown=f"## Not archived: {shown}\n\n**Reason:** {reason}\n\n{what}",
@@ -186,7 +242,14 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
                              description=f"Archived {shown} as {record.id}")
     logger.info("archived %s as %s at s3://%s/%s", shown, record.id,
                 record.archive.bucket, record.archive.key)
+    _progress(source, department, "archived", id=record.id, pages=len(record.pages),
+              seconds=round(time.monotonic() - t0, 1), warnings=_warnings(record))
     return {"id": record.id, "duplicate": False, "key": record.archive.key}
+
+
+def _warnings(record: Record) -> list[str]:
+    """Page warnings a person should look at, e.g. 'p2: ink_but_no_text'."""
+    return [f"p{p.index + 1}: {w}" for p in record.pages for w in p.warnings]
 
 
 def _clean_work(pdf_path: Path) -> None:
@@ -245,4 +308,9 @@ def record_markdown(record: Record) -> str:
         ("SHA-256", arc.sha256 if arc else "-"),
     ]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"## {md.title or record.source.filename}\n\n| 項目 | 値 |\n|---|---|\n{body}\n"
+    text = f"## {md.title or record.source.filename}\n\n| 項目 | 値 |\n|---|---|\n{body}\n"
+    if warns := _warnings(record):
+        text += ("\n**確認してください / please check:** " + ", ".join(warns)
+                 + "\n\n(`ink_but_no_text`: 画像にインクがあるのに文字が読めませんでした / "
+                   "the page has ink but no text was read)\n")
+    return text

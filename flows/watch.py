@@ -42,7 +42,7 @@ class InboxWatcher:
     """Tracks files in the inbox until they are complete, then hands each over until it leaves the inbox."""
 
     def __init__(self, settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
-                 workers: int = 2, submit: Submit | None = None,
+                 workers: int | None = None, submit: Submit | None = None,
                  document_limit: float = ledger.DOCUMENT_TIME_LIMIT_SECONDS,
                  handover_limit: float = ledger.HANDOVER_TIME_LIMIT_SECONDS) -> None:
         self.settings = settings
@@ -63,7 +63,13 @@ class InboxWatcher:
         else:
             from kiroku.runtime import start_ephemeral_server_once
 
+            from kiroku.readers import shared_pool
+
             start_ephemeral_server_once()
+            shared_pool(settings)  # readers warm up now, not on the first scan
+            # documents in flight here: two per reader, so that while one is stored and
+            # catalogued the next one's pages already keep the readers busy
+            workers = workers or 2 * max(1, settings.ocr_concurrency or os.cpu_count() or 1)
             self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest")
             self.submit = self._submit_here
         self.failures: list[tuple[Path, str]] = []

@@ -37,8 +37,23 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _settings() -> Settings:
-    return load_settings()
+def _settings(*, need_home: bool = False, need_storage: bool = False) -> Settings:
+    """The settings; with need_home/need_storage, one plain line and exit 1 when the data folder
+    is missing or storage does not answer (rather than an empty catalog or a traceback)."""
+    from kiroku.config import missing_home_message
+
+    settings = load_settings()
+    if need_home and (message := missing_home_message(settings)):
+        err.print(f"[red]{message}")
+        raise typer.Exit(1)
+    if need_storage:
+        from kiroku import services
+
+        if not services.s3_answers(settings):
+            how = "`kiroku services up` か `make run` で起動してください" if settings.embedded_s3 else "管理者に連絡してください"
+            err.print(f"[red]保存先ストレージが応答しません。{how} (storage at {settings.s3_url} is not answering)")
+            raise typer.Exit(3)
+    return settings
 
 
 def _prefect(settings: Settings, *, require_server: bool = False) -> str | None:
@@ -159,7 +174,7 @@ def ingest(
     except inbox.DepartmentRefused as exc:
         err.print(f"[red]{exc}", highlight=False)
         raise typer.Exit(2) from exc
-    settings = _settings()
+    settings = _settings(need_storage=True)
     failed = 0
     # checked here, not by typer's exists=True (which follows links): a link is refused, never read
     paths = []
@@ -202,6 +217,8 @@ def ingest(
 def watch(
     inbox: Annotated[Optional[Path], typer.Argument(help="the watch folder (default ./inbox)")] = None,
     settle: Annotated[float, typer.Option(help="seconds a file must stay unchanged before it is read")] = 2.0,
+    via_deployment: Annotated[bool, typer.Option(help="start runs of the served deployment (`kiroku worker`) "
+                                                      "instead of running them here with warm readers")] = False,
 ) -> None:
     """Watch the inbox: every complete scan becomes an ingest-document flow run."""
     settings = _settings()
@@ -211,7 +228,7 @@ def watch(
     from flows.watch import watch_inbox
 
     err.print(f"watching {settings.inbox} (sub-folders are departments); Ctrl-C stops")
-    watch_inbox(settings, settle_seconds=settle, use_deployment=api is not None)
+    watch_inbox(settings, settle_seconds=settle, use_deployment=via_deployment and api is not None)
 
 
 @app.command()
@@ -230,7 +247,7 @@ def search(
     """Find archived records by metadata and full text."""
     from kiroku import wiring
 
-    hits = wiring.catalog(_settings()).search(
+    hits = wiring.catalog(_settings(need_home=True)).search(
         text, document_type=type_, number=number, issuer=issuer,
         date_from=from_.date() if from_ else None, date_to=to.date() if to else None,
         fiscal_year=fiscal_year, department=department, limit=limit)
@@ -258,7 +275,7 @@ def show(record_id: Annotated[str, typer.Argument(help="record id (from `kiroku 
     """Everything kiroku knows about one record."""
     from kiroku import wiring
 
-    record = wiring.catalog(_settings()).get(record_id)
+    record = wiring.catalog(_settings(need_home=True)).get(record_id)
     if record is None:
         err.print(f"no record {record_id}")
         raise typer.Exit(1)
@@ -291,7 +308,7 @@ def get(record_id: Annotated[str, typer.Argument(help="record id")],
     from kiroku import wiring
     from processors.archive.archiving import fetch_verified
 
-    settings = _settings()
+    settings = _settings(need_home=True, need_storage=True)
     record = wiring.catalog(settings).get(record_id)
     if record is None or record.archive is None:
         err.print(f"no archived record {record_id}")
@@ -312,7 +329,7 @@ def retention_due(on: Annotated[Optional[dt.datetime], typer.Option(formats=["%Y
     from kiroku import wiring
 
     day = on.date() if on else dt.date.today()
-    records = wiring.catalog(_settings()).due_for_disposition(day)
+    records = wiring.catalog(_settings(need_home=True)).due_for_disposition(day)
     groups: dict[str, list] = {"移管": [], "廃棄": []}
     for r in records:
         groups.setdefault(r.retention.disposition, []).append({
@@ -345,7 +362,7 @@ def retention_extend(
     if (period is None) == (until is None):
         err.print("give exactly one of --period or --until")
         raise typer.Exit(2)
-    settings = _settings()
+    settings = _settings(need_home=True, need_storage=True)
     catalog = wiring.catalog(settings)
     record = catalog.get(record_id)
     if record is None:
@@ -369,7 +386,7 @@ def register_export(output: Annotated[Path, typer.Option("-o", "--output", help=
     from kiroku import wiring
     from processors.archive.catalog import write_register_csv
 
-    rows = wiring.catalog(_settings()).register_rows(fiscal_year)
+    rows = wiring.catalog(_settings(need_home=True)).register_rows(fiscal_year)
     write_register_csv(rows, output)
     err.print(f"wrote {len(rows)} rows to {output}")
 

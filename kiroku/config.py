@@ -9,7 +9,9 @@ under var/, never from kiroku.toml, so the file can be shared without leaking th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +51,12 @@ class Settings:
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEED_PORTS))
     ocr_engine: str = "rapidocr"  # measured best (bench/ocr_eval.py); tesseract and auto on request
     ocr_concurrency: int = 0  # 0: one per core
+    # warm reader processes (kiroku/readers.py): a page slower than this is failed and its reader
+    # replaced; a reader is replaced after this many jobs or above this resident memory
+    reader_time_limit: float = 120.0  # seconds per page, plus reader_time_limit_per_mpx per megapixel
+    reader_time_limit_per_mpx: float = 4.0
+    reader_max_jobs: int = 200
+    reader_max_rss_mb: float = 1500.0
     # the municipality's records rules (data files default to those in schemas/)
     retention_start_rule: str = "fiscal"  # 起算日: fiscal (4月1日 after), calendar (1月1日 after) or completion
     retention_schedule: str | None = None
@@ -107,13 +115,51 @@ def _env_int(name: str) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
+HOME_RECORD_ENV = "KIROKU_HOME_RECORD"
+
+
+def home_record() -> Path:
+    """The file, inside the virtualenv, where `make install` records the installation's var/.
+
+    Every command then finds the same var/ from any folder: `kiroku search` run from
+    another folder once opened an empty catalog of its own and said "no records".
+    """
+    return Path(os.environ.get(HOME_RECORD_ENV) or Path(sys.prefix) / "kiroku-home")
+
+
+def record_home(home: Path) -> Path:
+    """Record `home` as this installation's data folder (called by `make install`)."""
+    path = home_record()
+    path.write_text(str(home.resolve()) + "\n", encoding="utf-8")
+    return path
+
+
+def resolve_home() -> tuple[Path, str]:
+    """(data folder, where that came from): $KIROKU_HOME, else the folder recorded at install,
+    else ./var of the current folder."""
+    if os.environ.get("KIROKU_HOME"):
+        return Path(os.environ["KIROKU_HOME"]).resolve(), "KIROKU_HOME"
+    with contextlib.suppress(OSError):
+        recorded = home_record().read_text(encoding="utf-8").strip()
+        if recorded:
+            return Path(recorded), str(home_record())
+    return Path("var").resolve(), "the current folder"
+
+
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
-    """Settings from defaults < kiroku.toml < environment < explicit overrides."""
-    home = Path(os.environ.get("KIROKU_HOME", "var"))
-    inbox = Path(os.environ.get("KIROKU_INBOX", "inbox"))
+    """Settings from defaults < kiroku.toml < environment < explicit overrides.
+
+    The data folder is resolved once (resolve_home); the inbox and kiroku.toml default
+    to the folder that holds it (the installation folder), so they too are the same
+    from wherever a command is run. A kiroku.toml in the current folder still wins.
+    """
+    home, _ = resolve_home()
+    base = home.parent
+    inbox = Path(os.environ.get("KIROKU_INBOX") or base / "inbox")
     values: dict[str, object] = {}
 
-    path = config_file or Path(os.environ.get("KIROKU_CONFIG", "kiroku.toml"))
+    local = Path("kiroku.toml")
+    path = config_file or Path(os.environ.get("KIROKU_CONFIG") or (local if local.exists() else base / "kiroku.toml"))
     if path.exists():
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -151,6 +197,24 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     if unknown:
         raise ValueError(f"unknown settings in {path}: {', '.join(sorted(unknown))}")
     return Settings(home=home.resolve(), inbox=inbox.resolve(), **values)  # type: ignore[arg-type]
+
+
+def missing_home_message(settings: Settings) -> str | None:
+    """One line for a command that needs the data folder when it does not exist, else None."""
+    if settings.home.is_dir():
+        return None
+    _, origin = resolve_home()
+    return (f"kiroku のデータフォルダ {settings.home} がありません。kiroku を設置したフォルダで "
+            f"`make install` を実行するか、KIROKU_HOME を設定してください "
+            f"(no kiroku data folder at {settings.home}, taken from {origin}; set KIROKU_HOME)")
+
+
+if __name__ == "__main__":  # `python -m kiroku.config --record-home DIR` (make install)
+    if len(sys.argv) == 3 and sys.argv[1] == "--record-home":
+        print(f"kiroku: data folder {Path(sys.argv[2]).resolve()} recorded in {record_home(Path(sys.argv[2]))}")
+    else:
+        print("usage: python -m kiroku.config --record-home DIR", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def with_ports(settings: Settings, weed_ports: dict[str, int], prefect_port: int | None = None) -> Settings:

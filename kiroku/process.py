@@ -1,16 +1,17 @@
 """`kiroku process`: the reading pipeline without storage, pages in parallel on every core.
 
 This is the contract every evaluation uses (DIR/<stem>.pdf and DIR/<stem>.json per
-input), so it runs plain Python, without Prefect: a forkserver process pool reads
-pages, and each document is finished (metadata, retention, PDF/A) in the pool as
-soon as its last page is read, while the main process loads the next scans.
+input), so it runs plain Python, without Prefect: the warm reader processes of
+kiroku/readers.py (the same ones the flows use) read pages, and each document is
+finished (metadata, retention, PDF/A) by a reader as soon as its last page is read,
+while the main process loads the next scans. A reader that dies or hangs fails only
+the document whose page it held.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from kiroku.config import Settings
+from kiroku.readers import ReaderPool, page_time_limit
 from processors.archive.names import display_name, fit_name
 from processors.document import finish_document, prepare_and_read, start_record
 from processors.reading.pages import InputError, PreparedPage, SourcePage
@@ -38,23 +40,6 @@ class _Pending:
     record: Record
     stem: str
     page_futures: list[Future] = field(default_factory=list)
-
-
-def _worker_init(engine: str) -> None:
-    """One page per core: keep every library single-threaded inside a worker (tesseract's
-    OpenMP doubles the wall time when it competes with the other core), and load the OCR
-    models before the first page arrives."""
-    os.environ["OMP_THREAD_LIMIT"] = "1"
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - opencv is a dependency
-        pass
-    from processors.reading.ocr import warm_up
-
-    warm_up(engine)
 
 
 def _read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
@@ -124,15 +109,8 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
     workers = workers or settings.ocr_concurrency or os.cpu_count() or 1
     outcomes: dict[Path, Outcome] = {p: Outcome(input=p) for p in inputs}
     stems = output_stems(inputs, out_dir)
-    # set before the fork server starts, so the libraries it preloads see them at import
-    os.environ["OMP_THREAD_LIMIT"] = "1"
-    os.environ["OMP_NUM_THREADS"] = "1"
-    ctx = multiprocessing.get_context("forkserver")
-    # workers fork from a server that has imported the heavy modules once (OpenCV, ONNX Runtime)
-    ctx.set_forkserver_preload(["processors.document", "processors.reading.ocr", "processors.reading.prepare", "processors.reading.pdfa",
-                                "processors.records.metadata"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(engine,)) as pool:
+    with ReaderPool(engine, workers, max_jobs=settings.reader_max_jobs,
+                    max_rss_mb=settings.reader_max_rss_mb) as pool:
         pending: list[_Pending] = []
         finishing: dict[Future, Path] = {}
 
@@ -158,7 +136,9 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
                         report(item.input)
                         continue
                     finishing[pool.submit(_finish, item.record, pages, out_dir, settings.extract_options,
-                                          item.stem)] = item.input
+                                          item.stem,
+                                          time_limit=settings.reader_time_limit * 2,
+                                          label=f"{item.input.name} (PDF/A)")] = item.input
             for fut in [f for f in finishing if f.done()]:
                 path = finishing.pop(fut)
                 try:
@@ -176,7 +156,11 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
                 continue
             record = start_record(loaded)
             item = _Pending(input=path, record=record, stem=stems[path])
-            item.page_futures = [pool.submit(_read_page, page, engine) for page in loaded.pages]
+            item.page_futures = [
+                pool.submit(_read_page, page, engine, label=f"{path.name} p{page.index + 1}",
+                            time_limit=page_time_limit(page, settings.reader_time_limit,
+                                                       settings.reader_time_limit_per_mpx))
+                for page in loaded.pages]
             pending.append(item)
             del loaded
             # read ahead so no core waits for the next scan to be decoded, but keep memory
@@ -189,6 +173,8 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, InputError):
+    from processors.archive.failures import KirokuFailure
+
+    if isinstance(exc, (InputError, KirokuFailure)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -39,11 +39,19 @@ def prepare_prefect(settings: Settings, *, require_server: bool = False) -> str 
         os.environ["PREFECT_API_URL"] = settings.prefect_api_url
         return settings.prefect_api_url
     url = settings.prefect_url
-    if api_healthy(url):
+    from kiroku.services import prefect_is_ours
+
+    if prefect_is_ours(settings):  # never a server this instance did not start (see prefect_is_ours)
         os.environ["PREFECT_API_URL"] = url
         return url
     if require_server:
-        raise RuntimeError(f"no Prefect server answers at {url}; start it with `kiroku services up`")
+        if api_healthy(url):
+            raise RuntimeError(
+                f"ポート {settings.prefect_port} の Prefect サーバーはこの kiroku ({settings.home}) が起動したものでは"
+                f"ありません (the Prefect server at {url} was not started by this kiroku instance; stop it or set "
+                f"another prefect_port in kiroku.toml)")
+        raise RuntimeError(f"Prefect サーバーが応答しません (no Prefect server answers at {url}; "
+                           f"start it with `kiroku services up`)")
     os.environ.pop("PREFECT_API_URL", None)
     return None
 

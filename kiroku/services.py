@@ -466,7 +466,7 @@ def _specs(settings: Settings, s3: bool, prefect: bool) -> list[_Spec]:
     if prefect and settings.prefect_api_url is None:
         specs.append(_Spec(PREFECT, prefect_command(settings), prefect_env(settings),
                            settings.prefect_url, {"port": settings.prefect_port},
-                           lambda: prefect_answers(settings), PREFECT_START_TIMEOUT))
+                           lambda: prefect_is_ours(settings), PREFECT_START_TIMEOUT))
     return specs
 
 
@@ -594,10 +594,14 @@ def _wait_ready(settings: Settings, spec: _Spec, pid: int, ticks: int | None, ti
 
 
 def _stop(settings: Settings, spec_name: str, timeout: float, cleanup: Callable[[], None]) -> bool:
-    """SIGTERM to the service's process group, SIGKILL after `timeout`. True if it was running."""
+    """SIGTERM to the service's process group, SIGKILL after `timeout`. True if it was running.
+
+    Nothing is cleaned up unless this instance's own pid file named a live process:
+    `services down` run from another folder (another var/, same default ports) once
+    deleted the live instance's SeaweedFS sockets in /tmp.
+    """
     found = _read_pid(settings, spec_name)
     if found is None:
-        cleanup()
         return False
     pid, ticks = found
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
@@ -638,6 +642,42 @@ def _remove_weed_sockets(settings: Settings) -> None:
                 st = os.lstat(p)
                 if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
                     os.unlink(p)
+
+
+def _group_pids(pgid: int) -> list[int]:
+    """Every live process in a process group (our services run one group each), from /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(d.name))
+    return out
+
+
+def holds_port(pid: int, port: int) -> bool:
+    """Whether the process group started as `pid` is the one listening on `port`."""
+    for member in _group_pids(pid):
+        with contextlib.suppress(OSError):
+            if any(p == port for _, p in listening_sockets(member)):
+                return True
+    return False
+
+
+def prefect_is_ours(settings: Settings, timeout: float = 2.0) -> bool:
+    """True only if the Prefect server on our port is the one this instance started (its pid
+    file names a live process whose group listens there) and it answers.
+
+    An open port with a healthy /health is not enough: another kiroku's (or anyone's)
+    Prefect server on 4200 once got this instance's runs logged on it.
+    """
+    found = _read_pid(settings, PREFECT)
+    return found is not None and holds_port(found[0], settings.prefect_port) and prefect_answers(settings, timeout)
 
 
 def _status(settings: Settings, spec: _Spec, check: bool, started: bool = False) -> ServiceStatus:

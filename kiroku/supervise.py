@@ -1,70 +1,324 @@
-"""`make run`: bring up the embedded services, the flow worker and the watcher; Ctrl-C stops them all."""
+"""`make run`: the embedded services, one ingest worker and the live terminal; Ctrl-C stops them all.
+
+The worker is a child process (`python -m kiroku.supervise --worker`) that watches
+the inbox and runs every scan as its own ingest-document flow run, in threads of
+that one long-lived process, with the warm reader processes of kiroku/readers.py.
+Measured against Prefect's `serve()` (a fresh Python process per flow run that
+loads the OCR models again, ~10 s polling): see bench/watch_throughput.py and the
+README for the figures. The flow runs are still logged on this instance's Prefect
+server, named after their files, with their artifacts.
+
+This process only supervises:
+- it restarts the worker when it dies (scans it held are still in the inbox and are
+  handed over again by the new worker's first look);
+- it asks the services every few seconds whether they answer and says so in the
+  terminal, and as a Prefect event, when one stops answering and when it is back;
+- it stops every child on Ctrl-C, SIGTERM or SIGHUP however its output is piped
+  (`make run | tee log` once left the worker running: the "stopping" message hit a
+  closed pipe before the worker was stopped); the worker also asks the kernel to
+  end it if this process dies (PR_SET_PDEATHSIG).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
 from kiroku.config import Settings
 
-
-def _start_worker(settings: Settings) -> subprocess.Popen:
-    """The process that serves the ingest deployments; its own process group so Ctrl-C reaches it once."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.run_dir / "worker.log", "ab")  # noqa: SIM115 - owned by the child
-    kiroku = Path(sys.executable).with_name("kiroku")
-    cmd = [str(kiroku), "worker"] if kiroku.exists() else [sys.executable, "-m", "kiroku.cli", "worker"]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=dict(os.environ))
+CHECK_EVERY = 5.0  # seconds between service checks
+MISSES_BEFORE_DOWN = 2  # checks in a row without an answer before a service is reported down
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_AFTER = 60.0  # a worker that ran this long is healthy: the next restart is quick again
+PROGRESS_FD_ENV = "KIROKU_PROGRESS_FD"
+SUPERVISOR_ENV = "KIROKU_SUPERVISOR_PID"
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
+def _safe(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """echo that never raises: a closed pipe must not stop the shutdown of the children."""
+    def say(text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            echo(text)
+    return say
+
+
+# --------------------------------------------------------------------------- the worker child
+
+
+class Worker:
+    """The ingest worker child: started, watched, restarted, stopped; its progress to the board."""
+
+    def __init__(self, settings: Settings, on_progress: Callable[[str, str, dict], None],
+                 on_exit: Callable[[int], None]) -> None:
+        self.settings = settings
+        self.on_progress = on_progress
+        self.on_exit = on_exit
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self._failures = 0
+        self._next_start = 0.0
+
+    def start(self) -> None:
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, **{PROGRESS_FD_ENV: str(write_fd), SUPERVISOR_ENV: str(os.getpid()),
+                                  "PYTHONUNBUFFERED": "1"})
+        with open(self.settings.run_dir / "worker.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kiroku.supervise", "--worker"],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         pass_fds=(write_fd,), env=env, start_new_session=True)
+        os.close(write_fd)
+        self.started_at = time.monotonic()
+        threading.Thread(target=self._read_progress, args=(read_fd,), daemon=True,
+                         name="kiroku-progress").start()
+
+    def _read_progress(self, fd: int) -> None:
+        with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                try:
+                    event = json.loads(line)
+                    self.on_progress(event["name"], event["step"], event.get("detail") or {})
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def check(self) -> None:
+        """Restart the worker if it died, after a back-off that grows while it keeps dying."""
+        now = time.monotonic()
+        if self.proc is not None and self.proc.poll() is not None:
+            code = self.proc.returncode
+            self.proc = None
+            ran = now - self.started_at
+            self._failures = 0 if ran > STABLE_AFTER else self._failures + 1
+            self._next_start = now + RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+            self.on_exit(code)
+        if self.proc is None and now >= self._next_start:
+            self.restarts += 1
+            self.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)  # the worker, its forkserver and every reader: one group
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # readers that outlived the worker
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies (even by kill -9), so no worker is orphaned."""
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if parent and os.getppid() != int(parent):
+        sys.exit(0)  # the supervisor is already gone
+
+
+def worker_main() -> int:
+    """The worker child: readers warm, then the inbox watched; each scan its own flow run, in-process."""
+    from kiroku.config import load_settings
+    from kiroku.runtime import prepare_prefect
+
+    _die_with_parent()
+    settings = load_settings()
+    prepare_prefect(settings, require_server=True)
+    from flows import ingest
+    from flows.watch import watch_inbox
+
+    fd = os.environ.get(PROGRESS_FD_ENV)
+    if fd:
+        stream = os.fdopen(int(fd), "w", encoding="utf-8", buffering=1)
+        lock = threading.Lock()
+
+        def tell(name: str, step: str, detail: dict) -> None:
+            line = json.dumps({"name": name, "step": step, "detail": detail}, ensure_ascii=False, default=str)
+            with lock:
+                stream.write(line + "\n")
+
+        ingest.LISTENERS.append(tell)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us (SIGTERM)
+    from kiroku.readers import shared_pool
+
+    shared_pool(settings).wait_warm()
+    ingest._progress(Path("-"), None, "ready")
+    watch_inbox(settings, use_deployment=False, stop=threading.Event())
+    return 0
+
+
+def storage_gate(settings: Settings, every: float = CHECK_EVERY) -> Callable[[], bool]:
+    """Whether storage answers, asked at most every few seconds: while it does not, the watcher
+    hands nothing over (the scans wait in the inbox) and resumes by itself when it is back."""
+    from kiroku import services
+
+    last = {"at": -1e9, "ok": True}
+    lock = threading.Lock()
+
+    def gate() -> bool:
+        with lock:
+            now = time.monotonic()
+            if now - last["at"] >= every:
+                last["ok"], last["at"] = services.s3_answers(settings), now
+            return bool(last["ok"])
+    return gate
+
+
+# --------------------------------------------------------------------------- service checks
+
+
+class ServiceMonitor:
+    """Asks storage and Prefect whether they answer; reports each change once, then again when back."""
+
+    def __init__(self, settings: Settings, report: Callable[[str, bool, float | None], None]) -> None:
+        self.settings = settings
+        self.report = report
+        self.down_since: dict[str, float] = {}
+        self.misses: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="kiroku-monitor")
+
+    def checks(self) -> dict[str, Callable[[], bool]]:
+        from kiroku import services
+
+        out: dict[str, Callable[[], bool]] = {services.WEED: lambda: services.s3_answers(self.settings, timeout=4.0)}
+        if self.settings.prefect_api_url:
+            out[services.PREFECT] = lambda: services.prefect_answers(self.settings, timeout=4.0)
+        else:
+            out[services.PREFECT] = lambda: services.prefect_is_ours(self.settings, timeout=4.0)
+        return out
+
+    def check_once(self) -> None:
+        for name, answers in self.checks().items():
+            try:
+                ok = answers()
+            except Exception:  # noqa: BLE001 - a check that fails is a service that does not answer
+                ok = False
+            was_down = name in self.down_since
+            if not ok:
+                self.misses[name] = self.misses.get(name, 0) + 1
+                if self.misses[name] < MISSES_BEFORE_DOWN:
+                    continue  # one slow answer on a busy machine is not an outage
+            else:
+                self.misses[name] = 0
+            if not ok and not was_down:
+                self.down_since[name] = time.monotonic()
+                self.report(name, False, None)
+                _emit(name, False)
+            elif ok and was_down:
+                since = self.down_since.pop(name)
+                self.report(name, True, since)
+                _emit(name, True, time.monotonic() - since)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(CHECK_EVERY):
+            self.check_once()
+
+
+def _emit(name: str, answering: bool, down_seconds: float | None = None) -> None:
+    """A Prefect event an automation can act on (kiroku.service.down / kiroku.service.up)."""
+    try:
+        from prefect.events import emit_event
+
+        emit_event(event=f"kiroku.service.{'up' if answering else 'down'}",
+                   resource={"prefect.resource.id": f"kiroku.service.{name}", "prefect.resource.name": name},
+                   payload={"down_seconds": round(down_seconds, 1) if down_seconds else None})
+    except Exception:  # noqa: BLE001 - Prefect itself may be the one that is down
         pass
 
 
+# --------------------------------------------------------------------------- make run
+
+
 def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
-    """Run until Ctrl-C (or SIGTERM); returns the exit code. Stops only what it started."""
+    """Run until Ctrl-C (or SIGTERM/SIGHUP); returns the exit code. Stops only what it started."""
+    from rich.console import Console
+
     from kiroku import services
     from kiroku.runtime import prepare_prefect
+    from kiroku.terminal import Board
 
+    say = _safe(echo)
     # Ctrl-C must stop everything even when a parent shell started us with SIGINT ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    echo("kiroku: starting the embedded services (the first start takes about half a minute)…")
-    with services.running_services(settings) as statuses:
-        for st in statuses:
-            echo(st.describe())
-        api = prepare_prefect(settings, require_server=True)
-        worker = _start_worker(settings)
-        settings.inbox.mkdir(parents=True, exist_ok=True)
-        ui = api.removesuffix("/api")
-        echo("")
-        echo("kiroku is running.")
-        echo(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
-        echo(f"  Watch the flows   {ui}")
-        echo("  Search            .venv/bin/kiroku search 契約      (or: .venv/bin/kiroku search --help)")
-        echo(f"  Done / problems   {settings.done_dir}  /  {settings.quarantine_dir}")
-        echo("  Ctrl-C stops everything.")
-        from flows.watch import watch_inbox
+    signal.signal(signal.SIGHUP, _exit_on_signal)
+    say("kiroku: 保存先ストレージと Prefect を起動しています (starting the embedded services; the first start "
+        "takes about half a minute)…")
+    try:
+        with services.running_services(settings) as statuses:
+            for st in statuses:
+                say(st.describe())
+            api = prepare_prefect(settings, require_server=True)
+            settings.inbox.mkdir(parents=True, exist_ok=True)
+            board = Board(Console(stderr=True, soft_wrap=True))
 
-        try:
-            watch_inbox(settings, use_deployment=True, stop=threading.Event())
-        except KeyboardInterrupt:
-            pass
-        finally:
-            echo("stopping…")
-            _stop(worker)
+            def worker_exited(code: int) -> None:
+                board.print(f"[bold red]⚠ 作業プロセスが停止しました (exit code {code})。再起動します。"
+                            f"処理中だったスキャンは受付フォルダに残っており、もう一度処理されます "
+                            f"(the worker died; restarting it, its scans are retried)[/bold red]")
+
+            ready = threading.Event()
+
+            def progress(name: str, step: str, detail: dict) -> None:
+                if step == "ready":
+                    ready.set()
+                else:
+                    board.document(name, step, detail)
+
+            worker = Worker(settings, progress, worker_exited)
+            monitor = ServiceMonitor(settings, board.service)
+            try:  # the worker is stopped before the services it uses
+                worker.start()
+                say("kiroku: 読み取りプロセスを準備しています (warming the readers)…")
+                while not ready.wait(0.5):
+                    worker.check()  # a worker that dies while starting is started again
+                monitor.thread.start()
+                ui = (api or settings.prefect_url).removesuffix("/api")
+                say("")
+                say("kiroku is running. 受付を開始しました。")
+                say(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
+                say(f"  Watch the flows   {ui}")
+                say("  Search            .venv/bin/kiroku search 契約      (or: .venv/bin/kiroku search --help)")
+                say(f"  Done / problems   {settings.done_dir}  /  {settings.quarantine_dir}")
+                say("  Ctrl-C stops everything. Ctrl-C ですべて停止します。")
+                with board:
+                    while True:
+                        time.sleep(0.5)
+                        worker.check()
+            finally:
+                monitor.stop.set()
+                say("stopping… 停止しています…")
+                worker.stop()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        say("stopped. 停止しました。")
     return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        raise SystemExit(worker_main())
+    print("usage: python -m kiroku.supervise --worker (started by `kiroku run`)", file=sys.stderr)
+    raise SystemExit(2)
