@@ -141,7 +141,7 @@ def _is_table_split(a: list, b: list, vertical: bool, em: float) -> bool:
     """Do the two sides of a gap share their rows with short cells, like the columns of a table?
 
     Two columns of running text set on one grid also share their lines, but their
-    lines are long; table cells (numbers, 内科, 計) are short.
+    lines are long; table cells (numbers, 内科, 計) are short, on both sides.
     """
     axis = "x" if vertical else "y"
     ba, bb = _bands(a, axis, em), _bands(b, axis, em)
@@ -154,8 +154,15 @@ def _is_table_split(a: list, b: list, vertical: bool, em: float) -> bool:
     def along(t) -> float:
         return _h(t) if vertical else _w(t)
 
-    lengths = sorted(along(t) for t in a + b)
-    return lengths[len(lengths) // 2] < 8 * em
+    def short(side: list) -> bool:
+        """Cells, not running text: short boxes, or boxes of figures (1,124,902.43) rather than prose."""
+        lengths = sorted(along(t) for t in side)
+        if lengths[len(lengths) // 2] < 8 * em:
+            return True
+        chars = sum(len(t.text) for t in side)
+        return sum(is_cjk(c) for t in side for c in t.text) < 0.4 * chars
+
+    return short(a) and short(b)
 
 
 def _extent(tokens: list, axis: str) -> tuple[float, float]:
@@ -217,8 +224,9 @@ def xy_cut(tokens: list, vertical: bool, min_cross_gap: float | None = None) -> 
 def split_spread(tokens: list, width: float, height: float, vertical: bool) -> list[list]:
     """A two-page spread's boxes as [first page, second page] in reading order, else [tokens].
 
-    A spread is a landscape capture with an empty band (no box crosses it) in its
-    middle fifth and at least a quarter of the characters on each side.
+    A spread is a landscape capture with an empty band (no box crosses it, at least
+    two characters wide) in its middle fifth, at least a quarter of the characters
+    on each side, and sides that are not the columns of one table.
     """
     if not tokens or width < 1.15 * height:
         return [tokens]
@@ -227,7 +235,7 @@ def split_spread(tokens: list, width: float, height: float, vertical: bool) -> l
     best = None
     for g0, g1 in _gaps(tokens, "x"):
         c0, c1 = max(g0, lo), min(g1, hi)
-        if c1 - c0 >= 0.5 * em and (best is None or c1 - c0 > best[1] - best[0]):
+        if c1 - c0 >= 2 * em and (best is None or c1 - c0 > best[1] - best[0]):
             best = (c0, c1)
     if best is None:
         return [tokens]
@@ -235,6 +243,8 @@ def split_spread(tokens: list, width: float, height: float, vertical: bool) -> l
     chars = sum(len(t.text) for t in tokens)
     if min(sum(len(t.text) for t in left), sum(len(t.text) for t in right)) < 0.25 * chars:
         return [tokens]
+    if _is_table_split(left, right, region_vertical(tokens, vertical), em):
+        return [tokens]  # a landscape table or form, whose columns share their rows
     book_vertical = region_vertical(tokens, vertical)
     return [right, left] if book_vertical else [left, right]
 
@@ -247,3 +257,161 @@ def layout_blocks(tokens: list, width: float, height: float, vertical: bool) -> 
             block.page = page_no
             blocks.append(block)
     return blocks
+
+
+# ---------------------------------------------------------------------------
+# Ruled tables: cells from the rules
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class GridCell:
+    """A cell of a ruled table in ocr pixels, with its place in the grid."""
+
+    box: tuple[int, int, int, int]
+    row: int
+    col: int
+    row_span: int
+    col_span: int
+
+
+@dataclass
+class Grid:
+    box: tuple[int, int, int, int]
+    rows: int
+    cols: int
+    cells: list[GridCell] = field(default_factory=list)
+
+
+def _edges(values: list[int], tol: int) -> list[int]:
+    """Cluster cell edge positions (rules) that lie within ``tol`` pixels of each other."""
+    out: list[int] = []
+    for v in sorted(values):
+        if not out or v - out[-1] > tol:
+            out.append(v)
+    return out
+
+
+def _index(edges: list[int], v: int) -> int:
+    return min(range(len(edges)), key=lambda i: abs(edges[i] - v))
+
+
+def find_tables(gray, max_side: int = 1600, min_cells: int = 4) -> list[Grid]:
+    """Ruled tables on a page: the white areas enclosed by long rules, grouped by the rule network.
+
+    Works on a copy scaled to ``max_side`` (rules stay one or two pixels wide, the cost
+    is a few tens of milliseconds). A rule is a dark run longer than 4% of the page's
+    shorter side; a cell is a white area fully enclosed by rules, at least 1.2% of
+    the shorter side on each side (a character); a table is a connected network of
+    rules holding at least ``min_cells`` cells. Returns boxes in ``gray``'s pixels.
+    """
+    import cv2
+    import numpy as np
+
+    h, w = gray.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    small = gray if f >= 1.0 else cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    binary = cv2.adaptiveThreshold(np.ascontiguousarray(small, dtype=np.uint8), 255, cv2.ADAPTIVE_THRESH_MEAN_C,
+                                   cv2.THRESH_BINARY_INV, 25, 15)
+    length = max(20, int(0.04 * min(sh, sw)))
+    horiz = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
+    vert = cv2.morphologyEx(binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length)))
+    if not horiz.any() or not vert.any():
+        return []
+    rules = cv2.dilate(cv2.bitwise_or(horiz, vert), cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3)))
+    n_net, net_labels, net_stats, _ = cv2.connectedComponentsWithStats(rules, connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.bitwise_not(rules), connectivity=4)
+    min_cell = max(6, int(0.012 * min(sh, sw)))
+    by_net: dict[int, list[tuple[int, int, int, int]]] = {}
+    for i in range(1, n):
+        x, y, cw, ch, area = (int(v) for v in stats[i])
+        if cw < min_cell or ch < min_cell or x == 0 or y == 0 or x + cw >= sw or y + ch >= sh:
+            continue  # too small for text, or open to the page's edge (not enclosed)
+        if area < 0.85 * cw * ch:
+            continue  # not a rectangle: the space around a table, or between two tables
+        # the rule network enclosing the cell: the label of the rule pixel just left of it
+        ny = y + ch // 2
+        nx = max(0, x - 2)
+        net = int(net_labels[ny, nx])
+        if net == 0:
+            continue
+        by_net.setdefault(net, []).append((x, y, x + cw, y + ch))
+    grids: list[Grid] = []
+    back = 1.0 / f
+    for net, boxes in by_net.items():
+        if len(boxes) < min_cells:
+            continue
+        tol = max(3, min_cell // 2)
+        # rows and columns start where some cell starts; a cell spans the starts inside it
+        tops = _edges([b[1] for b in boxes], tol)
+        lefts = _edges([b[0] for b in boxes], tol)
+        cells = []
+        for x0, y0, x1, y1 in sorted(boxes, key=lambda b: (_index(tops, b[1]), b[0])):
+            row, col = _index(tops, y0), _index(lefts, x0)
+            row_span = max(1, sum(1 for v in tops if y0 - tol <= v < y1 - tol))
+            col_span = max(1, sum(1 for v in lefts if x0 - tol <= v < x1 - tol))
+            cells.append(GridCell(box=(int(x0 * back), int(y0 * back), int(x1 * back), int(y1 * back)),
+                                  row=row, col=col, row_span=row_span, col_span=col_span))
+        row_ids = {i: i for i in range(len(tops))}
+        col_ids = {i: i for i in range(len(lefts))}
+        x, y, cw, ch = (int(v) for v in net_stats[net][:4])
+        grids.append(Grid(box=(int(x * back), int(y * back), int((x + cw) * back), int((y + ch) * back)),
+                          rows=len(row_ids), cols=len(col_ids), cells=cells))
+    grids.sort(key=lambda g: (g.box[1], g.box[0]))
+    return grids
+
+
+def _inside(t, box: tuple[int, int, int, int]) -> bool:
+    cx, cy = (t.x0 + t.x1) / 2, (t.y0 + t.y1) / 2
+    return box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+
+
+def merge_stacked_labels(tokens: list, grids: list[Grid], make: Callable) -> list:
+    """Join a cell's characters stacked one under the other into one vertical word.
+
+    A form's row label printed vertically (申/請/者, 振/込/口/座) comes out of the
+    detector as one box per character; banded into rows, each character would land
+    in a different row. In a cell taller than wide whose boxes are all one or two
+    characters, one below the other, they are one word, read top to bottom.
+    ``make(text, x0, y0, x1, y1, conf)`` builds the merged token.
+    """
+    if not grids:
+        return tokens
+    merged_ids: set[int] = set()
+    extra = []
+    for grid in grids:
+        for cell in grid.cells:
+            x0, y0, x1, y1 = cell.box
+            if (y1 - y0) < 1.5 * (x1 - x0):
+                continue
+            inside = [t for t in tokens if id(t) not in merged_ids and _inside(t, cell.box)]
+            if len(inside) < 2 or any(len(t.text) > 2 for t in inside):
+                continue
+            inside.sort(key=lambda t: t.y0)
+            left, right = max(t.x0 for t in inside), min(t.x1 for t in inside)
+            if right - left < 0.3 * min(_w(t) for t in inside):
+                continue  # side by side, not stacked
+            merged_ids.update(id(t) for t in inside)
+            extra.append(make("".join(t.text for t in inside), min(t.x0 for t in inside), min(t.y0 for t in inside),
+                              max(t.x1 for t in inside), max(t.y1 for t in inside),
+                              sum(t.conf for t in inside) / len(inside)))
+    if not extra:
+        return tokens
+    return [t for t in tokens if id(t) not in merged_ids] + extra
+
+
+def block_kind(block: Block, page_em: float, height: float, tables: list[Grid]) -> RegionKind:
+    """What a block is, from where it sits and how large it is printed (for the record; reading does not depend on it)."""
+    x0, y0, x1, y1 = block.box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if any(g.box[0] <= cx <= g.box[2] and g.box[1] <= cy <= g.box[3] for g in tables):
+        return "table"
+    few = len(block.tokens) <= 2
+    if few and y1 <= 0.07 * height:
+        return "header"
+    if few and y0 >= 0.93 * height:
+        return "footer"
+    if few and _em(block.tokens) >= 1.4 * page_em:
+        return "title"
+    return "text"

@@ -42,7 +42,7 @@ from processors.reading.textnorm import (
     needs_space_between,
     printed_spaces,
 )
-from schemas.record import Line, Word
+from schemas.record import Cell, Line, Region, Table, Word
 
 __all__ = [
     "OcrEngine",
@@ -285,25 +285,63 @@ def tokens_to_lines(tokens: list[Token], vertical: bool, scale: float = 1.0, siz
     return [line for line in lines if line is not None]
 
 
-def layout_lines(
-    tokens: list[Token], vertical: bool, ocr_size: tuple[int, int], scale: float = 1.0, size: tuple[int, int] | None = None
-) -> list[Line]:
-    """Boxes in ocr pixels -> Lines in reading order, region by region (processors.reading.layout).
+def layout_read(
+    tokens: list[Token], vertical: bool, ocr_image: np.ndarray | None, ocr_size: tuple[int, int], scale: float = 1.0,
+    size: tuple[int, int] | None = None,
+) -> tuple[list[Line], list[Region], list[Table]]:
+    """Boxes in ocr pixels -> Lines in reading order, region by region (processors.reading.layout),
+    with the regions and the ruled tables for the record (boxes in archive pixels).
 
     ``ocr_size`` is the (width, height) of the ocr image the boxes are in; ``vertical``
     the page's writing mode, which a region of boxes in the other direction overrides
     (a vertical page's horizontal title and captions are horizontal lines).
+    ``ocr_image``, when given, is searched for ruled tables (their cells' stacked
+    vertical labels are read as words, and the cell grid is kept).
     """
-    from processors.reading.layout import layout_blocks
+    from processors.reading.layout import block_kind, find_tables, layout_blocks, merge_stacked_labels, _em as em_of
 
-    out: list[Line] = []
-    for block in layout_blocks(clean_tokens(tokens), ocr_size[0], ocr_size[1], vertical):
+    size = size or (10**9, 10**9)
+    kept = clean_tokens(tokens)
+    grids = find_tables(ocr_image) if ocr_image is not None and kept else []
+    kept = merge_stacked_labels(kept, grids, Token)
+    lines: list[Line] = []
+    regions: list[Region] = []
+    page_em = em_of(kept) if kept else 1.0
+    for block in layout_blocks(kept, ocr_size[0], ocr_size[1], vertical):
         groups = group_vertical(block.tokens) if block.vertical else group_horizontal(block.tokens)
+        first = len(lines)
         for g in groups:
             line = group_to_line(g, block.vertical, scale, size)
             if line is not None:
-                out.append(line)
-    return out
+                lines.append(line)
+        if len(lines) > first:
+            regions.append(Region(kind=block_kind(block, page_em, ocr_size[1], grids), bbox=_to_archive_box(*block.box, scale, size),
+                                  vertical=block.vertical, part=block.page, lines=list(range(first, len(lines)))))
+    tables = []
+    for grid in grids:
+        cells = []
+        for c in grid.cells:
+            inside = [t for t in kept if c.box[0] <= t.cx <= c.box[2] and c.box[1] <= t.cy <= c.box[3]]
+            cell_vertical = region_vertical_of(inside, vertical)
+            groups = group_vertical(inside) if cell_vertical else group_horizontal(inside)
+            text = "\n".join(fix_confusions(_join_tokens(g, cell_vertical)).strip() for g in groups)
+            cells.append(Cell(row=c.row, col=c.col, row_span=c.row_span, col_span=c.col_span,
+                              bbox=_to_archive_box(*c.box, scale, size), text=text.strip()))
+        tables.append(Table(bbox=_to_archive_box(*grid.box, scale, size), rows=grid.rows, cols=grid.cols, cells=cells))
+    return lines, regions, tables
+
+
+def region_vertical_of(tokens: list[Token], default: bool) -> bool:
+    from processors.reading.layout import region_vertical
+
+    return region_vertical(tokens, default)
+
+
+def layout_lines(
+    tokens: list[Token], vertical: bool, ocr_size: tuple[int, int], scale: float = 1.0, size: tuple[int, int] | None = None
+) -> list[Line]:
+    """layout_read without tables: the Lines in reading order only."""
+    return layout_read(tokens, vertical, None, ocr_size, scale, size)[0]
 
 
 def _clamp_conf(c: float) -> float:
@@ -710,9 +748,10 @@ class RapidOcrEngine:
         vertical = page.writing_mode == "vertical"
         if self.layout:
             h, w = page.ocr_image.shape[:2]
-            lines = layout_lines(self.tokens(page), vertical, (w, h), page.ocr_scale, page.archive_image.size)
-        else:
-            lines = tokens_to_lines(self.tokens(page), vertical, page.ocr_scale, page.archive_image.size)
+            lines, regions, tables = layout_read(self.tokens(page), vertical, page.ocr_image, (w, h), page.ocr_scale,
+                                                 page.archive_image.size)
+            return PageText(lines=lines, engine=self.name, regions=regions, tables=tables)
+        lines = tokens_to_lines(self.tokens(page), vertical, page.ocr_scale, page.archive_image.size)
         return PageText(lines=lines, engine=self.name)
 
 

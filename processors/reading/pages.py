@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from schemas.record import Line
+from schemas.record import Line, Region, Table
 
 
 class InputError(ValueError):
@@ -73,6 +73,8 @@ class PageText:
 
     lines: list[Line] = field(default_factory=list)
     engine: str = ""
+    regions: list[Region] = field(default_factory=list)  # blocks in reading order (processors.reading.layout)
+    tables: list[Table] = field(default_factory=list)
 
     @property
     def text(self) -> str:

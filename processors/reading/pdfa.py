@@ -60,7 +60,7 @@ from pikepdf import Array, Dictionary, Name, Pdf
 from PIL import Image, features
 
 from processors.reading.pages import PreparedPage
-from schemas.record import Line, Page
+from schemas.record import Line, Page, Region
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ _ASCENT = 800
 _DESCENT = -200
 _FONT_NAME = "GlyphLessFont"
 WORD_GAP_EM = 0.2  # what a run of spaces in a line is squeezed to (see _show)
+VERTICAL_SIZE = 0.5  # text size of a vertical line in its column's width (see _show)
 
 
 class ArchivePdfError(RuntimeError):
@@ -182,7 +183,8 @@ def _add_page(pdf: Pdf, prepared: PreparedPage, page: Page, font: pikepdf.Object
     content = [f"q {_n(width_pt)} 0 0 {_n(height_pt)} 0 0 cm /Im0 Do Q"]
     resources = Dictionary(XObject=Dictionary(Im0=xobject))
     # blank backs get no text even if OCR was run on them: it would only be bleed-through
-    text_ops = _text_layer(page.lines, codes, scale, image.size) if font is not None and not prepared.blank else []
+    lines = _even_line_sizes(page.lines, page.regions)
+    text_ops = _text_layer(lines, codes, scale, image.size) if font is not None and not prepared.blank else []
     if text_ops:
         content += ["BT 3 Tr", *text_ops, "ET"]
         resources.Font = Dictionary(F1=font)
@@ -446,6 +448,43 @@ class _CodeMap:
         return self._codes.items()
 
 
+def _even_line_sizes(lines: Sequence[Line], regions: Sequence[Region]) -> list[Line]:
+    """The lines with one text size per region (the median line thickness), centred on their own boxes.
+
+    Text extractors (poppler's pdftotext, a viewer's copy) rebuild the reading order
+    from the geometry: they join lines of one size into a block and order blocks as
+    columns. Detected line boxes differ in height by a few pixels, which made every
+    line its own block, and a spread's two pages or a page's two tiers came out
+    interleaved. With one size per region the region is one block again.
+    """
+    out = list(lines)
+    for region in regions:
+        idx = [i for i in region.lines if 0 <= i < len(out)]
+        if len(idx) < 2:
+            continue
+
+        def thick(line: Line) -> int:
+            x0, y0, x1, y1 = line.bbox
+            return (x1 - x0) if line.vertical else (y1 - y0)
+
+        sizes = sorted(thick(out[i]) for i in idx)
+        size = sizes[len(sizes) // 2]
+        for i in idx:
+            line = out[i]
+            t = thick(line)
+            if not (0.6 * size <= t <= 1.6 * size) or t == size:
+                continue
+            x0, y0, x1, y1 = line.bbox
+            if line.vertical:
+                c = (x0 + x1) // 2
+                box = (c - size // 2, y0, c - size // 2 + size, y1)
+            else:
+                c = (y0 + y1) // 2
+                box = (x0, c - size // 2, x1, c - size // 2 + size)
+            out[i] = line.model_copy(update={"bbox": box})
+    return out
+
+
 def _text_layer(lines: Sequence[Line], codes: _CodeMap, scale: float, size_px: tuple[int, int]) -> list[str]:
     """Content-stream operators drawing every line invisibly over its box.
 
@@ -527,8 +566,13 @@ def _show(text: str, start: int, end: int, line: Line, codes: _CodeMap, scale: f
     length = (end - start) * scale
     if line.vertical:
         # Turned 90 deg clockwise: advance runs down the page, glyph up points right,
-        # so lines (columns) follow one another right to left.
-        tx = x0 * scale - _DESCENT / 1000 * size
+        # so lines (columns) follow one another right to left. Drawn at VERTICAL_SIZE
+        # of the column's width, centred in it: extractors join two columns that
+        # follow each other along one axis when the gap is under about a character,
+        # and the tiers of a vertical page are set just one character apart.
+        thick = size
+        size = VERTICAL_SIZE * thick
+        tx = x0 * scale + (thick - size) / 2 - _DESCENT / 1000 * size
         ty = height_pt - start * scale
         matrix = f"0 -1 1 0 {_n(tx)} {_n(ty)}"
     else:
