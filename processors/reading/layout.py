@@ -66,6 +66,7 @@ class Block:
     vertical: bool
     page: int = 0  # 0, or 1 for the second page of a spread in reading order
     kind: RegionKind = "text"
+    group: tuple = ()  # which column / tier it is in: the sides taken at each cut across lines
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -186,13 +187,17 @@ def _cross_cut_ok(a: list, b: list, vertical: bool, em: float) -> bool:
     return not _is_table_split(a, b, vertical, em)
 
 
-def xy_cut(tokens: list, vertical: bool, min_cross_gap: float | None = None) -> list[Block]:
-    """Recursive XY-cut: the region's leaves in reading order, each with its writing mode."""
+def xy_cut(tokens: list, vertical: bool, min_cross_gap: float | None = None, group: tuple = ()) -> list[Block]:
+    """Recursive XY-cut: the region's leaves in reading order, each with its writing mode.
+
+    Leaves of one column (or tier) share ``group``: consecutive leaves with the same
+    group and writing mode are one text block of the page.
+    """
     if not tokens:
         return []
     mode = region_vertical(tokens, vertical)
     if len(tokens) == 1:
-        return [Block(tokens=list(tokens), vertical=mode)]
+        return [Block(tokens=list(tokens), vertical=mode, group=group)]
     em = _em(tokens)
     if min_cross_gap is None:
         # tiers of a vertical page are set about one character apart; columns of a
@@ -202,23 +207,20 @@ def xy_cut(tokens: list, vertical: bool, min_cross_gap: float | None = None) -> 
         gap_em = min_cross_gap
     cross_axis = "y" if mode else "x"  # cutting across lines: tiers (vertical) or columns (horizontal)
     line_axis = "x" if mode else "y"
-    best = None
     for g0, g1 in sorted(_gaps(tokens, cross_axis), key=lambda g: g[0] - g[1]):
         if g1 - g0 < gap_em * em:
             break
         a, b = _split(tokens, cross_axis, (g0 + g1) / 2)
         if a and b and _cross_cut_ok(a, b, mode, em):
-            best = (a, b)  # tiers top first; columns left first
-            break
-    if best is None:
-        gaps = _gaps(tokens, line_axis)
-        if not gaps:
-            return [Block(tokens=list(tokens), vertical=mode)]
-        g0, g1 = max(gaps, key=lambda g: g[1] - g[0])
-        a, b = _split(tokens, line_axis, (g0 + g1) / 2)
-        best = (b, a) if mode else (a, b)  # vertical: the right side first
-    first, second = best
-    return xy_cut(first, mode, min_cross_gap) + xy_cut(second, mode, min_cross_gap)
+            # tiers top first; columns left first
+            return (xy_cut(a, mode, min_cross_gap, group + (0,)) + xy_cut(b, mode, min_cross_gap, group + (1,)))
+    gaps = _gaps(tokens, line_axis)
+    if not gaps:
+        return [Block(tokens=list(tokens), vertical=mode, group=group)]
+    g0, g1 = max(gaps, key=lambda g: g[1] - g[0])
+    a, b = _split(tokens, line_axis, (g0 + g1) / 2)
+    first, second = (b, a) if mode else (a, b)  # vertical: the right side first
+    return xy_cut(first, mode, min_cross_gap, group) + xy_cut(second, mode, min_cross_gap, group)
 
 
 def split_spread(tokens: list, width: float, height: float, vertical: bool) -> list[list]:

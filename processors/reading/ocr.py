@@ -307,16 +307,28 @@ def layout_read(
     lines: list[Line] = []
     regions: list[Region] = []
     page_em = em_of(kept) if kept else 1.0
-    for block in layout_blocks(kept, ocr_size[0], ocr_size[1], vertical):
+    blocks = layout_blocks(kept, ocr_size[0], ocr_size[1], vertical)
+    # a region of the record is a run of leaves of one column or tier, in one writing mode
+    # and of one kind (a title is its own region)
+    runs: list[tuple[tuple, list]] = []
+    for block in blocks:
+        key = (block.page, block.group, block.vertical, block_kind(block, page_em, ocr_size[1], grids))
         groups = group_vertical(block.tokens) if block.vertical else group_horizontal(block.tokens)
+        made = [line for line in (group_to_line(g, block.vertical, scale, size) for g in groups) if line is not None]
+        if not made:
+            continue
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append((block, made))
+        else:
+            runs.append((key, [(block, made)]))
+    for (part, _, is_vertical, kind), members in runs:
         first = len(lines)
-        for g in groups:
-            line = group_to_line(g, block.vertical, scale, size)
-            if line is not None:
-                lines.append(line)
-        if len(lines) > first:
-            regions.append(Region(kind=block_kind(block, page_em, ocr_size[1], grids), bbox=_to_archive_box(*block.box, scale, size),
-                                  vertical=block.vertical, part=block.page, lines=list(range(first, len(lines)))))
+        for _, made in members:
+            lines.extend(made)
+        toks = [t for block, _ in members for t in block.tokens]
+        box = (min(t.x0 for t in toks), min(t.y0 for t in toks), max(t.x1 for t in toks), max(t.y1 for t in toks))
+        regions.append(Region(kind=kind, bbox=_to_archive_box(*box, scale, size), vertical=is_vertical, part=part,
+                              lines=list(range(first, len(lines)))))
     tables = []
     for grid in grids:
         cells = []

@@ -76,7 +76,6 @@ _ASCENT = 800
 _DESCENT = -200
 _FONT_NAME = "GlyphLessFont"
 WORD_GAP_EM = 0.2  # what a run of spaces in a line is squeezed to (see _show)
-VERTICAL_SIZE = 0.5  # text size of a vertical line in its column's width (see _show)
 
 
 class ArchivePdfError(RuntimeError):
@@ -566,13 +565,8 @@ def _show(text: str, start: int, end: int, line: Line, codes: _CodeMap, scale: f
     length = (end - start) * scale
     if line.vertical:
         # Turned 90 deg clockwise: advance runs down the page, glyph up points right,
-        # so lines (columns) follow one another right to left. Drawn at VERTICAL_SIZE
-        # of the column's width, centred in it: extractors join two columns that
-        # follow each other along one axis when the gap is under about a character,
-        # and the tiers of a vertical page are set just one character apart.
-        thick = size
-        size = VERTICAL_SIZE * thick
-        tx = x0 * scale + (thick - size) / 2 - _DESCENT / 1000 * size
+        # so lines (columns) follow one another right to left.
+        tx = x0 * scale - _DESCENT / 1000 * size
         ty = height_pt - start * scale
         matrix = f"0 -1 1 0 {_n(tx)} {_n(ty)}"
     else:
