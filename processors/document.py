@@ -126,6 +126,8 @@ def page_from(prepared: PreparedPage, text: PageText) -> Page:
         height_px=height,
         engine=text.engine or None,
         lines=[] if prepared.blank else text.lines,
+        regions=[] if prepared.blank else text.regions,
+        tables=[] if prepared.blank else text.tables,
     )
 
 

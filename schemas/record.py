@@ -61,6 +61,43 @@ class Line(_Model):
     words: list[Word] = Field(default_factory=list)
 
 
+RegionKind = Literal["text", "title", "table", "caption", "header", "footer", "figure"]
+
+
+class Cell(_Model):
+    """One cell of a ruled table: where it sits in the grid and what it says."""
+
+    row: int = Field(ge=0)
+    col: int = Field(ge=0)
+    row_span: int = Field(default=1, ge=1)
+    col_span: int = Field(default=1, ge=1)
+    bbox: tuple[int, int, int, int]
+    text: str = ""
+
+
+class Table(_Model):
+    """A ruled table or form grid, cells row by row, so extraction and export can use its structure."""
+
+    bbox: tuple[int, int, int, int]
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=1)
+    cells: list[Cell] = Field(default_factory=list)
+
+
+class Region(_Model):
+    """A block of the page read as a unit (layout before reading), in reading order.
+
+    ``lines`` are indices into Page.lines; ``part`` is 0, or 1 for the second page of a
+    two-page spread in reading order.
+    """
+
+    kind: RegionKind = "text"
+    bbox: tuple[int, int, int, int]
+    vertical: bool = False
+    part: int = Field(default=0, ge=0)
+    lines: list[int] = Field(default_factory=list)
+
+
 class Page(_Model):
     """One page: geometry found while preparing it and the text read from it.
 
@@ -81,6 +118,8 @@ class Page(_Model):
     height_px: int = Field(gt=0)
     engine: str | None = None
     lines: list[Line] = Field(default_factory=list)
+    regions: list[Region] = Field(default_factory=list, description="the page's blocks in reading order")
+    tables: list[Table] = Field(default_factory=list, description="ruled tables and form grids found on the page")
     source_text: str | None = Field(
         default=None, description="text a scanner's own OCR put in the PDF, kept as a second witness (not searched)")
     warnings: list[str] = Field(

@@ -71,6 +71,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
+from processors.reading.textnorm import new_forms
 from processors.records.dates import fiscal_year, parse_kanji_number
 from schemas.record import Record
 
@@ -106,11 +107,12 @@ def normalize(text: str | None) -> str:
 
     NFKC folds full-width ＡＢＣ１２３ and half-width ｶﾅ into ABC123 / カナ, and ㈱ or ①
     into (株) / 1; casefold makes Latin letters case-blind; whitespace is removed so OCR
-    spacing and line breaks inside a word do not hide it.
+    spacing and line breaks inside a word do not hide it; old kanji forms fold to new
+    ones (textnorm.new_forms: 單位 is found by 単位 and the other way round).
     """
     if not text:
         return ""
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text).casefold())
+    return _INVISIBLE.sub("", new_forms(unicodedata.normalize("NFKC", text)).casefold())
 
 
 _QUOTED = re.compile(r'"([^"]*)"|「([^」]*)」|(\S+)')

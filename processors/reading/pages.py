@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from processors.archive.failures import InputRejected
-from schemas.record import Line
+from schemas.record import Line, Region, Table
 
 
 class InputError(InputRejected):
@@ -88,6 +88,8 @@ class PageText:
 
     lines: list[Line] = field(default_factory=list)
     engine: str = ""
+    regions: list[Region] = field(default_factory=list)  # blocks in reading order (processors.reading.layout)
+    tables: list[Table] = field(default_factory=list)
 
     @property
     def text(self) -> str:

@@ -60,7 +60,7 @@ from pikepdf import Array, Dictionary, Name, Pdf
 from PIL import Image, features
 
 from processors.reading.pages import PreparedPage
-from schemas.record import Line, Page
+from schemas.record import Line, Page, Region
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,8 @@ def _add_page(pdf: Pdf, prepared: PreparedPage, page: Page, font: pikepdf.Object
     content = [f"q {_n(width_pt)} 0 0 {_n(height_pt)} 0 0 cm /Im0 Do Q"]
     resources = Dictionary(XObject=Dictionary(Im0=xobject))
     # blank backs get no text even if OCR was run on them: it would only be bleed-through
-    text_ops = _text_layer(page.lines, codes, scale, image.size) if font is not None and not prepared.blank else []
+    lines = _even_line_sizes(page.lines, page.regions)
+    text_ops = _text_layer(lines, codes, scale, image.size) if font is not None and not prepared.blank else []
     if text_ops:
         content += ["BT 3 Tr", *text_ops, "ET"]
         resources.Font = Dictionary(F1=font)
@@ -452,6 +453,43 @@ class _CodeMap:
 
     def items(self) -> Iterable[tuple[str, int]]:
         return self._codes.items()
+
+
+def _even_line_sizes(lines: Sequence[Line], regions: Sequence[Region]) -> list[Line]:
+    """The lines with one text size per region (the median line thickness), centred on their own boxes.
+
+    Text extractors (poppler's pdftotext, a viewer's copy) rebuild the reading order
+    from the geometry: they join lines of one size into a block and order blocks as
+    columns. Detected line boxes differ in height by a few pixels, which made every
+    line its own block, and a spread's two pages or a page's two tiers came out
+    interleaved. With one size per region the region is one block again.
+    """
+    out = list(lines)
+    for region in regions:
+        idx = [i for i in region.lines if 0 <= i < len(out)]
+        if len(idx) < 2:
+            continue
+
+        def thick(line: Line) -> int:
+            x0, y0, x1, y1 = line.bbox
+            return (x1 - x0) if line.vertical else (y1 - y0)
+
+        sizes = sorted(thick(out[i]) for i in idx)
+        size = sizes[len(sizes) // 2]
+        for i in idx:
+            line = out[i]
+            t = thick(line)
+            if not (0.6 * size <= t <= 1.6 * size) or t == size:
+                continue
+            x0, y0, x1, y1 = line.bbox
+            if line.vertical:
+                c = (x0 + x1) // 2
+                box = (c - size // 2, y0, c - size // 2 + size, y1)
+            else:
+                c = (y0 + y1) // 2
+                box = (x0, c - size // 2, x1, c - size // 2 + size)
+            out[i] = line.model_copy(update={"bbox": box})
+    return out
 
 
 def _text_layer(lines: Sequence[Line], codes: _CodeMap, scale: float, size_px: tuple[int, int]) -> list[str]:

@@ -35,6 +35,8 @@ __all__ = [
     "fix_confusions",
     "clean_line",
     "normalize_for_compare",
+    "new_forms",
+    "OLD_TO_NEW",
 ]
 
 FULLWIDTH_SPACE = "\u3000"
@@ -227,7 +229,7 @@ _SIMPLIFIED = (
     "验鸟龄织汉纵扰项顺须顾频颁俭剑圣坛处备复夺奋妇孙宁实宪宫审宽对寻导尔尝岛废忆怀态恳惊戏扫护拟拥挥摄摇敌晓暂杀栈栋树毕汤沟"
     "泽洁浊润渐渔滤滥滨灭灵炼烦烧猎盐盘矫础祸穷竖紧纠红纤纯纲纷纺绅绘络绝绩绪绵缓缘罗聪肃肠肾脏腾舰艺苏荣蓝虏虑讼评识诈词译诗"
     "诚诞诸诺谊谋谨谱贞贡贤贩贫贵贼赋赖赞赠轨轴轻载辈辉迁违迟酿钟钢铃铜铭锐锦锻镇镜阀阳阴阵陈雾韩顶顽颜饥饭饮饰饱饲骑鲜鸡鸣鹤"
-    "齐齿龙龟"
+    "齐齿龙龟值查"
 )
 _JAPANESE = (
     "単発書説関門問間東車長馬魚見貝頁読語調請議記設認計論証該詳課謝話訴訪購費資貸質貨転輸務動労県業専両厳為郷買売亜産親倉衆優"
@@ -237,7 +239,7 @@ _JAPANESE = (
     "験鳥齢織漢縦擾項順須顧頻頒倹剣聖壇処備復奪奮婦孫寧実憲宮審寛対尋導爾嘗島廃憶懐態懇驚戯掃護擬擁揮摂揺敵暁暫殺桟棟樹畢湯溝"
     "沢潔濁潤漸漁濾濫浜滅霊錬煩焼猟塩盤矯礎禍窮竪緊糾紅繊純綱紛紡紳絵絡絶績緒綿緩縁羅聡粛腸腎臓騰艦芸蘇栄藍虜慮訟評識詐詞訳詩"
     "誠誕諸諾誼謀謹譜貞貢賢販貧貴賊賦頼賛贈軌軸軽載輩輝遷違遅醸鐘鋼鈴銅銘鋭錦鍛鎮鏡閥陽陰陣陳霧韓頂頑顔飢飯飲飾飽飼騎鮮鶏鳴鶴"
-    "斉歯竜亀"
+    "斉歯竜亀値査"
 )
 _TO_JAPANESE_FORM = str.maketrans(_SIMPLIFIED, _JAPANESE)
 
@@ -262,7 +264,8 @@ def fix_confusions(text: str) -> str:
       ``l``/``I`` -> ``1`` when both neighbours are digits (``2O24`` -> ``2024``).
     * ASCII parentheses around Japanese become the full-width ones Japanese documents
       print (``(通知)`` -> ``（通知）``); NFKC maps them back, so nothing is lost.
-    * simplified Chinese forms become Japanese ones (japanese_forms).
+    * simplified Chinese forms become Japanese ones (japanese_forms), and a Latin
+      middle dot ``·`` the Japanese ``・``.
     """
     chars = list(japanese_forms(text))
     n = len(chars)
@@ -279,6 +282,8 @@ def fix_confusions(text: str) -> str:
         elif ch in "OolI" and prev.isdigit() and prev.isascii() and nxt.isdigit() and nxt.isascii():
             chars[i] = "0" if ch in "Oo" else "1"
     text = "".join(chars)
+    # the recogniser's Latin middle dot is the Japanese one in a Japanese archive (男・女, Ｔ・Ｓ)
+    text = text.replace("\u00b7", "・")
     # a bracket pair around Japanese (either bracket may already be full-width)
     return _JP_BRACKETS.sub(lambda m: f"（{m.group(1)}）" if any(is_kanji(c) or is_kana(c) for c in m.group(1)) else m.group(0), text)
 
@@ -300,3 +305,41 @@ _WS = re.compile(r"\s+")
 def normalize_for_compare(text: str) -> str:
     """NFKC with all whitespace removed: how kiroku's evaluator compares texts."""
     return _WS.sub("", unicodedata.normalize("NFKC", text))
+
+
+# Old (旧字体) -> new (新字体) kanji, from the 常用漢字表's bracketed old forms and the
+# 人名用漢字 pairs. An archive keeps old forms as printed (a 1950s page says 單位 and
+# 縣); search must still find them under the forms people type today. Only
+# one-to-one replacements of shape are listed: no 同音の書きかえ (游泳 stays 游泳).
+_OLD_NEW_PAIRS = (
+    "亞亜惡悪壓圧圍囲爲為醫医壹壱逸逸隱隠營営榮栄衞衛驛駅圓円鹽塩緣縁艷艶奧奥應応橫横歐欧毆殴黃黄溫温"
+    "穩穏假仮價価畫画會会囘回壞壊懷懐繪絵槪概擴拡殼殻覺覚學学嶽岳樂楽勸勧卷巻寬寛歡歓觀観關関陷陥巖巌"
+    "顏顔歸帰氣気龜亀僞偽戲戯犧犠舊旧據拠擧挙峽峡挾挟敎教狹狭鄕郷曉暁勳勲薰薫徑径莖茎惠恵揭掲溪渓經経"
+    "繼継螢蛍輕軽鷄鶏藝芸擊撃缺欠儉倹劍剣圈圏檢検權権獻献縣県險険顯顕驗験嚴厳廣広效効恆恒黃黄鑛鉱號号"
+    "國国濟済碎砕齋斎劑剤櫻桜雜雑參参慘惨棧桟蠶蚕贊賛殘残絲糸齒歯兒児辭辞濕湿實実舍舎寫写釋釈壽寿收収"
+    "從従澁渋獸獣縱縦肅粛處処敍叙將将燒焼稱称證証奬奨條条狀状乘乗淨浄剩剰疊畳孃嬢讓譲釀醸觸触囑嘱寢寝"
+    "愼慎眞真神神盡尽圖図粹粋醉酔穗穂隨随髓髄樞枢數数瀨瀬聲声靜静齊斉攝摂竊窃專専戰戦淺浅潛潜纖繊踐践"
+    "錢銭禪禅雙双壯壮搜捜插挿巢巣爭争總総莊荘裝装騷騒增増藏蔵臟臓卽即屬属續続墮堕體体對対帶帯滯滞臺台"
+    "瀧滝擇択澤沢單単嘆嘆擔担膽胆團団彈弾斷断癡痴遲遅晝昼蟲虫鑄鋳廳庁聽聴敕勅鎭鎮遞逓鐵鉄轉転點点傳伝"
+    "黨党盜盗燈灯當当鬭闘德徳獨独讀読屆届貳弐惱悩腦脳霸覇廢廃拜拝賣売麥麦發発髮髪拔抜蠻蛮祕秘濱浜甁瓶"
+    "拂払佛仏竝並變変邊辺辨弁瓣弁辯弁舖舗步歩寶宝豐豊襃褒沒没飜翻萬万滿満默黙譯訳藥薬豫予餘余與与譽誉"
+    "搖揺樣様謠謡來来賴頼亂乱覽覧龍竜兩両獵猟綠緑壘塁淚涙勵励禮礼隸隷靈霊齡齢戀恋爐炉勞労樓楼錄録灣湾"
+    "晉晋姊姉曾曽郞郎虛虚焰炎"
+)
+OLD_TO_NEW: dict[str, str] = {
+    _OLD_NEW_PAIRS[i]: _OLD_NEW_PAIRS[i + 1]
+    for i in range(0, len(_OLD_NEW_PAIRS) - 1, 2)
+    if _OLD_NEW_PAIRS[i] != _OLD_NEW_PAIRS[i + 1]
+}
+_TO_NEW_FORM = str.maketrans(OLD_TO_NEW)
+
+
+def new_forms(text: str) -> str:
+    """The text with old kanji forms replaced by today's (單位 -> 単位, 縣 -> 県, 庁舍 -> 庁舎).
+
+    For search only: the record keeps what was printed. The catalog's search
+    normalisation folds both the indexed text and the query with it, so 單 finds 単
+    and 単 finds 單. Characters that only look alike through a CJK compatibility
+    code point (逸 U+FA67 and U+9038) are left to NFKC.
+    """
+    return text.translate(_TO_NEW_FORM)
