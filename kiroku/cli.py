@@ -29,6 +29,10 @@ register_app = typer.Typer(help="The 行政文書ファイル管理簿 (register
 app.add_typer(services_app, name="services")
 app.add_typer(retention_app, name="retention")
 app.add_typer(register_app, name="register")
+from kiroku.webcli import serve as _serve, users_app  # noqa: E402 - the web app's commands
+
+app.add_typer(users_app, name="users")
+app.command("serve")(_serve)
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
