@@ -145,18 +145,24 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_cluster() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster on a free port; yields its SQLAlchemy URL."""
+def postgres_cluster(keep: Path | None = None) -> Iterator[str]:
+    """A PostgreSQL cluster of its own on a free port; yields its SQLAlchemy URL.
+
+    Under a temp folder removed afterwards, or in `keep` (created on first use, kept
+    so that a filled catalog can be timed again).
+    """
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    tmp = Path(tempfile.mkdtemp(prefix="kiroku-web-bench-pg-"))
+    tmp = keep or Path(tempfile.mkdtemp(prefix="kiroku-web-bench-pg-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     data = tmp / "data"
     as_pg: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(tmp, "postgres")
         as_pg = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_pg, f"{bindir}/initdb", "-D", str(data), "-U", "kiroku", "--auth=trust", "-E", "UTF8",
-                    "--locale=C.UTF-8"], check=True, stdout=subprocess.DEVNULL)
+    if not data.exists():
+        subprocess.run([*as_pg, f"{bindir}/initdb", "-D", str(data), "-U", "kiroku", "--auth=trust", "-E", "UTF8",
+                        "--locale=C.UTF-8"], check=True, stdout=subprocess.DEVNULL)
     opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c fsync=off"
     subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", str(data), "-o", opts, "-l", str(tmp / "log"), "-w", "start"],
                    check=True, stdout=subprocess.DEVNULL)
@@ -165,7 +171,8 @@ def postgres_cluster() -> Iterator[str]:
     finally:
         subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], check=False,
                        stdout=subprocess.DEVNULL)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(label: str, times: dict[str, list[float]]) -> bool:
@@ -186,10 +193,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--db", type=Path, help="SQLite file to (re)use; default: a temp file")
     parser.add_argument("--postgres", action="store_true", help="run against a throw-away PostgreSQL cluster")
+    parser.add_argument("--pg-dir", type=Path, help="keep the PostgreSQL cluster in this folder (reused next time)")
     parser.add_argument("--fill-only", action="store_true")
     args = parser.parse_args()
     if args.postgres:
-        with postgres_cluster() as url:
+        with postgres_cluster(args.pg_dir) as url:
             catalog = Catalog(url)
             fill(catalog, args.records)
             catalog.close()
