@@ -32,6 +32,10 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(register_app, name="register")
 catalog_app = typer.Typer(help="The catalog (目録): an index of the archive bucket.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+from kiroku.webcli import serve as _serve, users_app  # noqa: E402 - the web app's commands
+
+app.add_typer(users_app, name="users")
+app.command("serve")(_serve)
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -64,6 +64,9 @@ class Settings:
     document_types: str | None = None
     max_image_pixels: int = 200_000_000
     default_dpi: int = 300
+    # the archivists' web app (`kiroku serve`; kiroku.toml [web] host / port)
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
 
     # --- derived locations -------------------------------------------------
     @property
@@ -166,6 +169,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         for section in ("storage", "prefect", "catalog", "ocr", "retention", "kiroku"):
             values.update(data.get(section, {}))
         values.update({k: v for k, v in data.items() if not isinstance(v, dict)})
+        values.update({f"web_{k}": v for k, v in data.get("web", {}).items()})
         if "weed_ports" in data:
             values["weed_ports"] = {**DEFAULT_WEED_PORTS, **data["weed_ports"]}
 
@@ -183,6 +187,10 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     for env, key in env_map.items():
         if os.environ.get(env):
             values[key] = os.environ[env]
+    if os.environ.get("KIROKU_WEB_HOST"):
+        values["web_host"] = os.environ["KIROKU_WEB_HOST"]
+    if (port := _env_int("KIROKU_WEB_PORT")) is not None:
+        values["web_port"] = port
     if (port := _env_int("KIROKU_PREFECT_PORT")) is not None:
         values["prefect_port"] = port
     if (port := _env_int("KIROKU_S3_PORT")) is not None:

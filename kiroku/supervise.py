@@ -120,6 +120,29 @@ class Worker:
             os.killpg(proc.pid, signal.SIGKILL)  # readers that outlived the worker
 
 
+def _start_web(settings: Settings) -> subprocess.Popen:
+    """`kiroku serve` on the configured host and port (127.0.0.1:8080 unless kiroku.toml [web] says otherwise)."""
+    log = open(settings.run_dir / "web.log", "ab")  # noqa: SIM115 - owned by the child
+    kiroku = Path(sys.executable).with_name("kiroku")
+    cmd = [str(kiroku), "serve"] if kiroku.exists() else [sys.executable, "-m", "kiroku.cli", "serve"]
+    cmd += ["--host", settings.web_host, "--port", str(settings.web_port)]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dict(os.environ))
+
+
+def _stop_web(proc: subprocess.Popen | None) -> None:
+    """Stop `kiroku serve` (its own session, so SIGTERM to the group reaches it once)."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _die_with_parent() -> None:
     """Ask the kernel for SIGTERM when the supervisor dies (even by kill -9), so no worker is orphaned."""
     try:
@@ -287,6 +310,7 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
             monitor = ServiceMonitor(settings, board.service)
             try:  # the worker is stopped before the services it uses
                 worker.start()
+                web = _start_web(settings)
                 say("kiroku: 読み取りプロセスを準備しています (warming the readers)…")
                 while not ready.wait(0.5):
                     worker.check()  # a worker that dies while starting is started again
@@ -296,6 +320,8 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 say("kiroku is running. 受付を開始しました。")
                 say(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
                 say(f"  Watch the flows   {ui}")
+                say(f"  Archivists' web   http://{settings.web_host}:{settings.web_port}/   "
+                    "(users: .venv/bin/kiroku users add NAME --role 文書管理者 --clearance 2)")
                 say("  Search            .venv/bin/kiroku search 契約      (or: .venv/bin/kiroku search --help)")
                 say(f"  Done / problems   {settings.done_dir}  /  {settings.quarantine_dir}")
                 say("  Ctrl-C stops everything. Ctrl-C ですべて停止します。")
@@ -306,6 +332,7 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
             finally:
                 monitor.stop.set()
                 say("stopping… 停止しています…")
+                _stop_web(web if "web" in locals() else None)
                 worker.stop()
     except KeyboardInterrupt:
         pass

@@ -152,8 +152,9 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
 
 
 def test_normal_form_folds_width_case_and_ocr_spacing() -> None:
-    assert normalize("ＡＢＣ　ｶﾅ 契 約\n書") == "abcカナ契約書"
-    assert normalize("ﾊﾟﾝﾌﾚｯﾄ") == "パンフレット"  # half-width voiced marks compose
+    assert normalize("ＡＢＣ　ｶﾅ 契 約\n書") == "abcかな契約書"  # katakana folds to hiragana
+    assert normalize("ﾊﾟﾝﾌﾚｯﾄ") == normalize("パンフレット") == "ぱんふれっと"  # half-width voiced marks compose
+    assert normalize("ゴミ") == normalize("ごみ") and normalize("單位") == normalize("単位") == "単位"  # 旧字体 → 新字体
     assert query_terms("補助金　交付 「契 約」 補助金") == ["補助金", "交付", "契約"]
     assert query_terms('"業務 委託" ＡＢＣ') == ["業務委託", "abc"]
     assert query_terms("   ") == []

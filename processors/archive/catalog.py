@@ -102,17 +102,36 @@ _FIELD_SEP = "\x1f"
 _KEY_LEN = 255
 
 
+def _fold_table() -> dict[int, int]:
+    """Katakana -> hiragana and 旧字体 -> 新字体, one character for one character.
+
+    ゴミ and ごみ, 單位 and 単位 are the same word to an archivist. Both folds keep the
+    length, so a position in folded text is the same position in the displayed text
+    (highlighting relies on it). The old/new kanji pairs come from kyujipy's table.
+    """
+    from kyujipy.basic_converter import BasicConverter
+
+    table = {code: code - 0x60 for code in range(ord("ァ"), ord("ヶ") + 1)}
+    for old, new in BasicConverter().kyujitai_to_shinjitai_database.items():
+        if len(old) == 1 and len(new) == 1:
+            table[ord(old)] = ord(new)
+    return table
+
+
+FOLD = _fold_table()
+
+
 def normalize(text: str | None) -> str:
     """The form every searchable string is compared in.
 
     NFKC folds full-width ＡＢＣ１２３ and half-width ｶﾅ into ABC123 / カナ, and ㈱ or ①
-    into (株) / 1; casefold makes Latin letters case-blind; whitespace is removed so OCR
-    spacing and line breaks inside a word do not hide it; old kanji forms fold to new
-    ones (textnorm.new_forms: 單位 is found by 単位 and the other way round).
+    into (株) / 1; casefold makes Latin letters case-blind; katakana becomes hiragana and
+    旧字体 新字体 (`FOLD`); whitespace is removed so OCR spacing and line breaks inside a
+    word do not hide it; textnorm.new_forms folds old forms too. Changing this form needs `kiroku catalog rebuild`.
     """
     if not text:
         return ""
-    return _INVISIBLE.sub("", new_forms(unicodedata.normalize("NFKC", text)).casefold())
+    return _INVISIBLE.sub("", new_forms(unicodedata.normalize("NFKC", text)).casefold().translate(FOLD))
 
 
 _QUOTED = re.compile(r'"([^"]*)"|「([^」]*)」|(\S+)')
@@ -757,28 +776,30 @@ class Catalog:
 
     # ---------------------------------------------------------------- retention
 
-    def due_for_disposition(self, on: dt.date) -> list[Record]:
+    def due_for_disposition(self, on: dt.date, *, where: Sequence[object] = ()) -> list[Record]:
         """Records whose retention expired on or before `on` and that are not on legal hold.
 
         Oldest expiry first. 永年 and 1年未満 records without an expiry date never appear;
-        the caller splits 移管 (transfer to the archives) from 廃棄 (destruction).
+        the caller splits 移管 (transfer to the archives) from 廃棄 (destruction). `where`:
+        further conditions on catalog_records (the web app's clearance).
         """
         stmt = (
             select(texts.c.record_json)
             .join(records, records.c.pk == texts.c.pk)
-            .where(records.c.expiry_date.is_not(None), records.c.expiry_date <= on, records.c.legal_hold.is_(False))
+            .where(records.c.expiry_date.is_not(None), records.c.expiry_date <= on, records.c.legal_hold.is_(False),
+                   *where)
             .order_by(records.c.expiry_date, records.c.id)
         )
         with self.engine.connect() as conn:
             return [Record.model_validate_json(data) for data in conn.execute(stmt).scalars()]
 
-    def register_rows(self, fiscal_year: int | None = None) -> list[dict[str, object]]:
+    def register_rows(self, fiscal_year: int | None = None, *, where: Sequence[object] = ()) -> list[dict[str, object]]:
         """Rows of the 行政文書ファイル管理簿 (file management register), one per record.
 
         Keys are REGISTER_COLUMNS. 年度 is the fiscal year as a number (e.g. 2024), dates
         are ISO (YYYY-MM-DD), 保存場所 is the s3:// URL of the archived PDF/A, 管理者 the
         department that filed it. Records without a fiscal year are listed only when no
-        year is asked for.
+        year is asked for. `where`: further conditions on catalog_records (clearance).
         """
         r = records
         stmt = select(
@@ -791,6 +812,8 @@ class Catalog:
         )
         if fiscal_year is not None:
             stmt = stmt.where(r.c.fiscal_year == fiscal_year)
+        if where:
+            stmt = stmt.where(*where)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return [_register_row(row) for row in rows]

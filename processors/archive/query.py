@@ -1,0 +1,499 @@
+"""Searching the catalog the way the web app and the CLI both need it: boolean queries,
+filters, facets with counts, sorting, pages and clearance.
+
+`Catalog.search` answers "the best 50 records with all these words"; an archivist at
+the web app also wants to know how many there are, how they split by 文書種別 / 年度 /
+部署, to exclude words (-廃止), to allow alternatives (契約 OR 委託) and to page through
+them. All of that is one SQL statement here (`search`): the matching rows are computed
+once in a MATERIALIZED common table expression, and the total, every facet and the
+requested page are read from it, so the work grows with the number of matches rather
+than with the number of queries.
+
+Clearance is a condition of that same statement (`clearance_condition`): a record above
+the user's clearance is never a match, so it cannot appear in a hit, a count, a facet or
+a snippet. The record page, PDF, original and thumbnails ask `visible` before anything.
+
+Words are matched through the catalog's bigram index and its normal form
+(`catalog.normalize`: width, case, katakana/hiragana and 旧字体/新字体 folded).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import String, and_, case, cast, func, literal, not_, or_, select, union_all
+
+from processors.archive.catalog import (
+    FOLD,
+    Catalog,
+    _char_range,
+    _display,
+    _term_keys,
+    document_number_key,
+    grams,
+    normalize,
+    records,
+    texts,
+)
+from processors.records.dates import DateError, parse_date_strict
+from schemas.record import Record
+
+__all__ = [
+    "CLEARANCES", "FACETS", "SORTS", "Hit", "ParsedQuery", "QueryError", "SearchQuery", "SearchResult",
+    "clearance_condition", "clearance_of", "highlight", "mask_my_numbers", "parse_date_input", "parse_query",
+    "search", "visible", "visible_record",
+]
+
+# Clearance levels, lowest first (総務省ガイドライン 令和6年版: 機密性1, 2, 3C, 3B, 3A).
+CLEARANCES: tuple[str, ...] = ("1", "2", "3C", "3B", "3A")
+# What a record without a classification counts as: the policy's default class.
+_UNCLASSIFIED = "2"
+# Facets shown beside the results: column -> label.
+FACETS: dict[str, str] = {
+    "document_type": "文書種別", "fiscal_year": "年度", "department": "部署", "retention_period": "保存期間",
+    "disposition": "移管/廃棄", "classification": "機密性",
+}
+SORTS: dict[str, str] = {"relevance": "関連度", "date_desc": "日付の新しい順", "date_asc": "日付の古い順",
+                         "number": "文書番号順"}
+
+
+class QueryError(ValueError):
+    """What the archivist typed cannot be searched; the message is Japanese, for the screen."""
+
+
+# --------------------------------------------------------------------------- clearance
+
+
+def clearance_of(classification: str | None) -> str:
+    """The clearance a record needs: 機密性3B -> 3B; none -> the default class (2).
+
+    An unknown class name needs the highest clearance: a record is never shown to
+    someone by mistake because its policy used a name kiroku does not know.
+    """
+    if not classification:
+        return _UNCLASSIFIED
+    level = unicodedata.normalize("NFKC", classification).removeprefix("機密性").strip().upper()
+    return level if level in CLEARANCES else CLEARANCES[-1]
+
+
+def _rank(clearance: str) -> int:
+    if clearance not in CLEARANCES:
+        raise ValueError(f"unknown clearance {clearance!r}; one of {', '.join(CLEARANCES)}")
+    return CLEARANCES.index(clearance)
+
+
+def visible(classification: str | None, clearance: str) -> bool:
+    """May a user with `clearance` see a record of this class at all?"""
+    return _rank(clearance_of(classification)) <= _rank(clearance)
+
+
+def clearance_condition(clearance: str) -> object:
+    """The SQL condition "visible to this clearance" on catalog_records (the same rule as `visible`)."""
+    allowed = CLEARANCES[: _rank(clearance) + 1]
+    names = [f"機密性{level}" for level in allowed]
+    condition = records.c.classification.in_(names)
+    if _UNCLASSIFIED in allowed:
+        condition = or_(condition, records.c.classification.is_(None))
+    return condition
+
+
+def visible_record(catalog: Catalog, record_id: str, clearance: str) -> Record | None:
+    """The record if it exists and the clearance allows it; None in both other cases alike,
+    so a refused id and a missing id look the same from outside."""
+    record = catalog.get(record_id)
+    if record is None or not visible(record.classification, clearance):
+        return None
+    return record
+
+
+# Twelve digits in a row, allowing the separators a 個人番号 may be printed with: texts
+# without such a run (nearly all) skip the full personal-data scan.
+_TWELVE_DIGITS = re.compile(r"(?:\d[\s\-‐−ー|｜│]*){11}\d")
+
+
+def mask_my_numbers(text: str) -> str:
+    """The text with every 個人番号 in it replaced by ＊ (digits only; spacing kept)."""
+    from processors.records.pii import find_my_numbers
+
+    if not _TWELVE_DIGITS.search(text):
+        return text
+    for value in set(find_my_numbers(text)):
+        text = text.replace(value, re.sub(r"[0-9０-９]", "＊", value))
+    return text
+
+
+# --------------------------------------------------------------------------- query language
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """AND of `groups` (each an OR of words), none of `excluded`; all words normalised."""
+
+    groups: tuple[tuple[str, ...], ...] = ()
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def words(self) -> list[str]:
+        """Every positive word, for highlighting."""
+        return [w for g in self.groups for w in g]
+
+
+_TOKEN = re.compile(r'(-?)(?:"([^"]*)"?|「([^」]*)」?|(\S+))')
+
+
+def parse_query(text: str | None) -> ParsedQuery:
+    """Split what was typed: spaces mean AND, `OR` between two words means either, a
+    leading - excludes a word, "double quotes" or 「かぎ括弧」 keep a phrase together
+    (its spaces are ignored, like everywhere else). AND is allowed and ignored."""
+    if not text:
+        return ParsedQuery()
+    groups: list[list[str]] = []
+    excluded: list[str] = []
+    join_next = False
+    for m in _TOKEN.finditer(unicodedata.normalize("NFKC", text)):
+        minus, quoted, kagi, bare = m.groups()
+        raw = next((g for g in (quoted, kagi, bare) if g is not None), "")
+        if bare is not None and not minus and raw.upper() in ("OR", "|"):
+            join_next = bool(groups)
+            continue
+        if bare is not None and not minus and raw.upper() == "AND":
+            continue
+        word = normalize(raw)
+        if not word:
+            continue
+        if minus:
+            excluded.append(word)
+        elif join_next:
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+        join_next = False
+    return ParsedQuery(tuple(tuple(dict.fromkeys(g)) for g in groups), tuple(dict.fromkeys(excluded)))
+
+
+def parse_date_input(value: str | None, field_name: str = "日付") -> dt.date | None:
+    """A date typed in 和暦 or 西暦 (令和7年4月1日, R7.4.1, 2025-04-01, 2025/4/1)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_date_strict(value)
+    except DateError:
+        raise QueryError(f"{field_name}「{value}」を日付として読めません。令和7年4月1日、R7.4.1、2025-04-01 の"
+                         f"いずれかの形で入力してください。") from None
+
+
+# --------------------------------------------------------------------------- search
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Everything the search form can ask. Text filters compare in normal form."""
+
+    text: str | None = None
+    document_type: str | None = None
+    fiscal_year: int | None = None
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    department: str | None = None
+    issuer: str | None = None
+    addressee: str | None = None
+    number: str | None = None
+    amount_min: int | None = None
+    amount_max: int | None = None
+    counterparty: str | None = None
+    retention_period: str | None = None
+    expiry_from: dt.date | None = None
+    expiry_to: dt.date | None = None
+    disposition: str | None = None
+    classification: str | None = None
+    sort: str = "relevance"
+    page: int = 1
+    per_page: int = 20
+
+
+@dataclass(frozen=True)
+class Hit:
+    record_id: str
+    title: str | None
+    document_type: str | None
+    document_number: str | None
+    document_date: dt.date | None
+    fiscal_year: int | None
+    department: str | None
+    issuer: str | None
+    classification: str | None
+    retention_period: str | None
+    expiry_date: dt.date | None
+    disposition: str | None
+    score: float
+    snippet: list[tuple[str, bool]] = field(default_factory=list)  # (text, highlighted)
+
+    @property
+    def snippet_text(self) -> str:
+        return "".join(part for part, _ in self.snippet)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    hits: list[Hit]
+    facets: dict[str, list[tuple[str, int]]]
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def _word_set(word: str, keys: Sequence[int], dialect: str) -> object:
+    """SELECT rec of every record containing `word` (exact: long words are verified on the text).
+
+    `keys` are the word's bigrams, rarest first; the first four narrow the candidates.
+    """
+    g = grams
+    if len(word) == 1:
+        low, high = _char_range(word)
+        return select(g.c.rec).where(g.c.gram >= low, g.c.gram < high)
+    first = g.alias()
+    source = first
+    for key in keys[1:4]:
+        other = g.alias()
+        source = source.join(other, and_(other.c.rec == first.c.rec, other.c.gram == key))
+    stmt = select(first.c.rec).select_from(source).where(first.c.gram == keys[0])
+    if len(word) > 2:
+        position = func.instr(texts.c.search_text, word) if dialect == "sqlite" else func.strpos(texts.c.search_text, word)
+        stmt = stmt.where(select(texts.c.pk).where(texts.c.pk == first.c.rec, position > 0).exists())
+    return stmt
+
+
+def _filters(q: SearchQuery) -> list[object]:
+    r = records
+    conditions: list[object] = []
+    if key := normalize(q.document_type):
+        conditions.append(r.c.norm_type == key[:255])
+    if key := document_number_key(q.number):
+        conditions.append(r.c.norm_number == key)
+    if key := normalize(q.issuer):
+        conditions.append(r.c.norm_issuer.contains(key, autoescape=True))
+    if key := normalize(q.department):
+        conditions.append(r.c.norm_department == key[:255])
+    for column, value in ((r.c.addressee, q.addressee), (r.c.counterparty, q.counterparty)):
+        if value and value.strip():
+            conditions.append(column.contains(unicodedata.normalize("NFKC", value.strip()), autoescape=True))
+    if q.date_from is not None:
+        conditions.append(r.c.document_date >= q.date_from)
+    if q.date_to is not None:
+        conditions.append(r.c.document_date <= q.date_to)
+    if q.fiscal_year is not None:
+        conditions.append(r.c.fiscal_year == q.fiscal_year)
+    if q.amount_min is not None:
+        conditions.append(r.c.amount >= q.amount_min)
+    if q.amount_max is not None:
+        conditions.append(r.c.amount <= q.amount_max)
+    if q.retention_period:
+        conditions.append(r.c.retention_period == q.retention_period)
+    if q.expiry_from is not None:
+        conditions.append(r.c.expiry_date >= q.expiry_from)
+    if q.expiry_to is not None:
+        conditions.append(r.c.expiry_date <= q.expiry_to)
+    if q.disposition:
+        conditions.append(r.c.disposition == q.disposition)
+    if q.classification:
+        conditions.append(r.c.classification == q.classification)
+    return conditions
+
+
+def _matches(catalog: Catalog, q: SearchQuery, parsed: ParsedQuery, clearance: str,
+             ) -> tuple[object, object, list[object]] | None:
+    """(FROM clause, relevance score, WHERE conditions) of the records matching `q`, or
+    None when a required word's bigram occurs nowhere (nothing can match).
+
+    Single words drive the statement through their rarest bigram's posting list (as in
+    Catalog.search), which also yields their term frequency for the score; OR groups and
+    excluded words are membership conditions on that set.
+    """
+    r = records
+    words = {w for g in parsed.groups for w in g} | set(parsed.excluded)
+    all_keys = {w: _term_keys(w) for w in words if len(w) >= 2}
+    frequency = catalog._gram_frequencies(sorted({k for ks in all_keys.values() for k in ks})) if all_keys else {}
+    keys = {w: sorted(ks, key=lambda k: (frequency[k], k)) for w, ks in all_keys.items()}
+
+    def missing(word: str) -> bool:
+        return len(word) >= 2 and frequency[keys[word][0]] == 0
+
+    conditions = [clearance_condition(clearance), *_filters(q)]
+    source: object = r
+    tf_parts: list[object] = []
+    for group in parsed.groups:
+        alive = [w for w in group if not missing(w)]
+        if not alive:
+            return None
+        if len(alive) == 1 and len(alive[0]) >= 2:
+            word = alive[0]
+            posting = grams.alias()
+            source = source.join(posting, and_(posting.c.rec == r.c.pk, posting.c.gram == keys[word][0]))  # type: ignore[attr-defined]
+            tf_parts.append(posting.c.tf)
+            if len(keys[word]) > 1 or len(word) > 2:
+                conditions.append(r.c.pk.in_(_word_set(word, keys[word], catalog.dialect)))
+        elif len(alive) == 1:
+            conditions.append(r.c.pk.in_(_word_set(alive[0], (), catalog.dialect)))
+        else:
+            conditions.append(or_(*(r.c.pk.in_(_word_set(w, keys.get(w, ()), catalog.dialect)) for w in alive)))
+    for word in parsed.excluded:
+        if not missing(word):
+            conditions.append(not_(r.c.pk.in_(_word_set(word, keys.get(word, ()), catalog.dialect))))
+    title_hits = [case((r.c.norm_title.contains(w, autoescape=True), 1000), else_=0) for w in parsed.words]
+    parts = title_hits + tf_parts
+    score = parts[0] if len(parts) == 1 else (sum(parts[1:], parts[0]) if parts else literal(0))
+    return source, score, conditions
+
+
+def _order(sort: str, m: object) -> list[object]:
+    c = m.c  # type: ignore[attr-defined]
+    by_date = [c.document_date.desc().nulls_last(), c.pk.desc()]
+    if sort == "date_desc":
+        return by_date
+    if sort == "date_asc":
+        return [c.document_date.asc().nulls_last(), c.pk.asc()]
+    if sort == "number":
+        return [c.norm_number.asc().nulls_last(), c.document_date.asc().nulls_last(), c.pk.asc()]
+    return [c.score.desc(), *by_date]
+
+
+def search(catalog: Catalog, q: SearchQuery, clearance: str, *, facets: bool = True,
+           mask: bool | None = None) -> SearchResult:
+    """One page of records matching `q` that `clearance` may see, with the total and facet counts.
+
+    Raises QueryError (Japanese) for an unknown sort or a page out of range.
+    """
+    if q.sort not in SORTS:
+        raise QueryError(f"並び順「{q.sort}」は使えません。")
+    if q.page < 1 or not 1 <= q.per_page <= 500:
+        raise QueryError("ページの指定が正しくありません。")
+    parsed = parse_query(q.text)
+    matched = _matches(catalog, q, parsed, clearance)
+    if matched is None:
+        return SearchResult(total=0, hits=[], facets={name: [] for name in FACETS} if facets else {},
+                            page=q.page, per_page=q.per_page)
+    source, score, conditions = matched
+    r = records
+    m = (
+        select(r.c.pk, score.label("score"), r.c.document_date, r.c.norm_number,  # type: ignore[attr-defined]
+               *(r.c[name] for name in FACETS))
+        .select_from(source)  # type: ignore[arg-type]
+        .where(*conditions)
+        .cte("m")
+        .prefix_with("MATERIALIZED")
+    )
+    page = (
+        select(m.c.pk, m.c.score).order_by(*_order(q.sort, m)).limit(q.per_page).offset((q.page - 1) * q.per_page)
+        .subquery("page")
+    )
+    parts = [
+        select(literal("#hit").label("kind"), cast(page.c.pk, String).label("value"),
+               cast(page.c.score, String).label("n")),
+        select(literal("#total"), cast(literal(None), String), cast(func.count(), String)).select_from(m),
+    ]
+    if facets:
+        for name in FACETS:
+            parts.append(select(literal(name), cast(m.c[name], String), cast(func.count(), String))
+                         .group_by(m.c[name]))
+    total = 0
+    order: list[tuple[int, float]] = []
+    facet_counts: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS} if facets else {}
+    with catalog.connection() as conn:
+        for kind, value, n in conn.execute(union_all(*parts)):
+            if kind == "#hit":
+                order.append((int(value), float(n)))
+            elif kind == "#total":
+                total = int(n)
+            elif value is not None:
+                facet_counts[kind].append((value, int(n)))
+        rows = {}
+        if order:
+            rows = {row.pk: row for row in conn.execute(
+                select(r.c.pk, r.c.id, r.c.title, r.c.document_type, r.c.document_number, r.c.document_date,
+                       r.c.fiscal_year, r.c.department, r.c.issuer, r.c.classification, r.c.retention_period,
+                       r.c.expiry_date, r.c.disposition, texts.c.text)
+                .join(texts, texts.c.pk == r.c.pk).where(r.c.pk.in_([pk for pk, _ in order])))}
+    for name, counts in facet_counts.items():
+        counts.sort(key=lambda vc: (-int(vc[0]), 0) if name == "fiscal_year" else (-vc[1], vc[0]))
+    mask_numbers = mask if mask is not None else clearance != CLEARANCES[-1]
+    hits = []
+    for pk, value in order:
+        row = rows[pk]
+        body = row.text or ""
+        if mask_numbers:
+            body = mask_my_numbers(body)
+        hits.append(Hit(
+            record_id=row.id, title=row.title, document_type=row.document_type, document_number=row.document_number,
+            document_date=row.document_date, fiscal_year=row.fiscal_year, department=row.department,
+            issuer=row.issuer, classification=row.classification, retention_period=row.retention_period,
+            expiry_date=row.expiry_date, disposition=row.disposition, score=value,
+            snippet=highlight([body, row.title or ""], parsed.words)))
+    return SearchResult(total=total, hits=hits, facets=facet_counts, page=q.page, per_page=q.per_page)
+
+
+# --------------------------------------------------------------------------- snippets
+
+
+def _fold_display(text: str) -> str:
+    """`text` folded like `normalize` but keeping every position (for finding words in it)."""
+    folded = text.translate(FOLD).lower()
+    return folded if len(folded) == len(text) else text.translate(FOLD)
+
+
+def highlight(sources: Sequence[str], words: Sequence[str], before: int = 30, after: int = 70,
+              ) -> list[tuple[str, bool]]:
+    """A short piece around the first place a word occurs, as (text, is_hit) parts.
+
+    Found in folded form (ゴミ highlights ごみ), shown as written. Lines are normalised
+    one at a time until a hit is found (a whole document for twenty hits would cost
+    more than the search). Without words, or when no word occurs, the beginning.
+    """
+    sources = [s for s in sources if s and s.strip()]
+    if not sources:
+        return []
+    patterns = [re.compile(r"\s*".join(map(re.escape, w))) for w in words if w]
+    for source in sources if patterns else []:
+        lines = source.splitlines()
+        for i, line in enumerate(lines):
+            if any(p.search(_fold_display(_display(line))) for p in patterns):
+                shown = _display(" ".join(lines[max(0, i - 2):i + 3]))
+                if parts := _parts(shown, patterns, before, after, i > 2, i + 3 < len(lines)):
+                    return parts
+        shown = _display(source)  # a word the OCR split across lines
+        if parts := _parts(shown, patterns, before, after, False, False):
+            return parts
+    shown = _display(sources[0][: 4 * (before + after)])
+    return [(shown[: before + after] + ("…" if len(shown) > before + after else ""), False)]
+
+
+def _parts(shown: str, patterns: Sequence[re.Pattern[str]], before: int, after: int, more_before: bool,
+           more_after: bool) -> list[tuple[str, bool]]:
+    folded = _fold_display(shown)
+    found = [m for m in (p.search(folded) for p in patterns) if m]
+    if not found:
+        return []
+    first = min(found, key=lambda m: m.start())
+    start, end = max(0, first.start() - before), min(len(shown), first.end() + after)
+    spans = sorted({(m.start(), m.end()) for p in patterns for m in p.finditer(folded, start, end)})
+    parts: list[tuple[str, bool]] = [("…", False)] if start > 0 or more_before else []
+    pos = start
+    for s, e in spans:
+        if s < pos:
+            continue
+        if s > pos:
+            parts.append((shown[pos:s], False))
+        parts.append((shown[s:e], True))
+        pos = e
+    if pos < end:
+        parts.append((shown[pos:end], False))
+    if end < len(shown) or more_after:
+        parts.append(("…", False))
+    return parts

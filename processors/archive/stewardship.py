@@ -1,0 +1,178 @@
+"""What a 文書管理者 does to an archived record: correct it, hold it, extend it, approve its disposition.
+
+Each action writes a new record.json version to the archive bucket (the earlier versions
+stay locked there as the history), adds a PREMIS-style event naming who, when and why
+(`events.with_event`), and re-catalogs the record so that search reflects it at once.
+Nothing here deletes anything: approving a 廃棄 records the decision; the objects stay
+until their lock has expired and someone carries it out.
+
+The web app and the CLI both call these functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections.abc import Mapping
+
+from processors.archive.archiving import _ascii_metadata, extend_stored_retention, lock_for
+from processors.archive.catalog import Catalog
+from processors.archive.events import with_event
+from processors.archive.storage import ArchiveStore
+from processors.records.dates import fiscal_year as fiscal_year_of
+from processors.records.retention import extend_retention
+from schemas.record import Record
+
+__all__ = ["CORRECTABLE", "StewardshipError", "approve_disposition", "correct_record", "disposition_decision",
+           "extend", "set_legal_hold"]
+
+# Fields a person may correct, with their Japanese labels (the form shows them in this order).
+CORRECTABLE: dict[str, str] = {
+    "title": "件名", "document_type": "文書種別", "document_number": "文書番号", "document_date": "文書日付",
+    "issuer": "発信者", "addressee": "宛先", "counterparty": "相手方", "amount": "金額", "fiscal_year": "年度",
+}
+
+
+class StewardshipError(ValueError):
+    """The action cannot be done; the message is Japanese, for the person who asked."""
+
+
+def _reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise StewardshipError("理由を入力してください（記録の履歴に残ります）。")
+    return reason
+
+
+def _write(store: ArchiveStore, catalog: Catalog, record: Record) -> Record:
+    """A new record.json version, locked like the record's other objects, then catalogued."""
+    arc = record.archive
+    if arc is None:
+        raise StewardshipError(f"記録 {record.id} はまだ保存庫に保管されていません。")
+    until, hold = lock_for(record, dt.date.today())
+    if arc.retain_until and until and arc.retain_until > until:
+        until = arc.retain_until
+    store.put_verified(arc.record_key, record.model_dump_json(indent=1).encode("utf-8"),
+                       content_type="application/json; charset=utf-8", metadata=_ascii_metadata(record),
+                       retain_until=until, legal_hold=hold)
+    catalog.add(record)
+    return record
+
+
+def _shown(value: object) -> str:
+    return "（空）" if value in (None, "") else str(value)
+
+
+def correct_record(store: ArchiveStore, catalog: Catalog, record: Record, changes: Mapping[str, object], *,
+                   agent: str, reason: str | None) -> Record:
+    """Correct metadata fields; returns the new record (unchanged fields are ignored).
+
+    Values arrive already typed (dates as date, numbers as int, '' or None to clear).
+    A corrected 文書日付 moves the 年度 with it unless the 年度 is corrected too. The
+    retention is not recomputed: changing it is 延長, a decision of its own.
+    """
+    reason = _reason(reason)
+    unknown = set(changes) - set(CORRECTABLE)
+    if unknown:
+        raise StewardshipError(f"修正できない項目です: {', '.join(sorted(unknown))}")
+    md = record.metadata
+    update: dict[str, object] = {}
+    for name, value in changes.items():
+        if isinstance(value, str):
+            value = unicodedata.normalize("NFC", value).strip() or None
+        if value != getattr(md, name):
+            update[name] = value
+    if "document_date" in update and "fiscal_year" not in update and update["document_date"] is not None:
+        year = fiscal_year_of(update["document_date"])  # type: ignore[arg-type]
+        if year != md.fiscal_year:
+            update["fiscal_year"] = year
+    if "document_date" in update:
+        update["document_date_text"] = None  # the printed text no longer is the source of the date
+    if not update:
+        raise StewardshipError("変更された項目がありません。")
+    detail = "; ".join(f"{CORRECTABLE.get(k, k)}: {_shown(getattr(md, k))} → {_shown(v)}"
+                       for k, v in update.items() if k in CORRECTABLE)
+    corrected = record.model_copy(update={"metadata": md.model_copy(update=update)})
+    corrected = Record.model_validate(corrected.model_dump())  # the same checks as any record
+    corrected = with_event(corrected, "corrected", agent=agent, detail=f"{detail}（理由: {reason}）")
+    return _write(store, catalog, corrected)
+
+
+def set_legal_hold(store: ArchiveStore, catalog: Catalog, record: Record, on: bool, *, agent: str,
+                   reason: str | None) -> Record:
+    """Put a legal hold on the record's stored objects, or lift it.
+
+    Lifting leaves the objects locked until their 満了日 (the retention is set on them
+    first, so they are never unprotected); a record with no 満了日 (永年, 1年未満 or an
+    unread date) keeps its hold, because the hold is then its only lock.
+    """
+    reason = _reason(reason)
+    ret, arc = record.retention, record.archive
+    if ret is None or arc is None:
+        raise StewardshipError(f"記録 {record.id} には保存期間か保管場所がありません。")
+    if ret.legal_hold == on:
+        raise StewardshipError("リーガルホールドはすでに" + ("設定" if on else "解除") + "されています。")
+    changed = record.model_copy(update={"retention": ret.model_copy(update={"legal_hold": on})})
+    objects = [(arc.key, arc.version_id), (arc.original_key, arc.original_version_id)]
+    if on:
+        for key, version in objects:
+            store.set_legal_hold(key, version, True)
+    else:
+        until, hold = lock_for(changed, dt.date.today())
+        if hold or until is None:
+            raise StewardshipError("満了日のない記録（永年・1年未満など）は、リーガルホールドが唯一の保護なので解除できません。")
+        for key, version in objects:
+            current = store.retention_of(key, version).retained_through
+            if current is None or current < until:
+                store.extend_retention(key, version, until)
+            store.set_legal_hold(key, version, False)
+        changed = changed.model_copy(update={"archive": arc.model_copy(update={"retain_until": max(
+            until, arc.retain_until or until)})})
+    changed = with_event(changed, "legal_hold", agent=agent, detail=("設定" if on else "解除") + f"（理由: {reason}）")
+    return _write(store, catalog, changed)
+
+
+def extend(store: ArchiveStore, catalog: Catalog, record: Record, *, period: str | None = None,
+           until: dt.date | None = None, agent: str, reason: str | None) -> Record:
+    """延長 through archiving.extend_stored_retention, with who/why in the history."""
+    reason = _reason(reason)
+    if record.retention is None:
+        raise StewardshipError(f"記録 {record.id} には保存期間がありません。")
+    if (period is None) == (until is None):
+        raise StewardshipError("新しい保存期間か満了日のどちらか一方を指定してください。")
+    try:
+        new = extend_retention(record.retention, period, until)
+    except ValueError as exc:
+        raise StewardshipError(f"延長できません（短縮はできません）: {exc}") from exc
+    old = record.retention
+    detail = (f"{old.period} 満了日 {_shown(old.expiry_date)} → {new.period} 満了日 {_shown(new.expiry_date)}"
+              f"（理由: {reason}）")
+    extended = extend_stored_retention(store, with_event(record, "retention_extended", agent=agent, detail=detail),
+                                       period, until)
+    catalog.add(extended)
+    return extended
+
+
+def disposition_decision(record: Record) -> str | None:
+    """The detail of the record's disposition approval, if it has one."""
+    for event in reversed(record.events):
+        if event.type == "disposition_approved":
+            return event.detail
+    return None
+
+
+def approve_disposition(store: ArchiveStore, catalog: Catalog, record: Record, *, agent: str, reason: str | None,
+                        on: dt.date | None = None) -> Record:
+    """Record the approval of a due record's 移管 or 廃棄. Nothing is moved or deleted here."""
+    reason = _reason(reason)
+    ret = record.retention
+    on = on or dt.date.today()
+    if ret is None or ret.expiry_date is None or ret.expiry_date > on:
+        raise StewardshipError("この記録はまだ満了日を迎えていません。")
+    if ret.legal_hold:
+        raise StewardshipError("リーガルホールド中の記録は廃棄・移管できません。")
+    if disposition_decision(record):
+        raise StewardshipError("この記録の廃棄・移管はすでに承認されています。")
+    approved = with_event(record, "disposition_approved", agent=agent,
+                          detail=f"{ret.disposition}を承認（満了日 {ret.expiry_date}; 理由: {reason}）")
+    return _write(store, catalog, approved)
