@@ -24,6 +24,7 @@ from prefect.tasks import exponential_backoff
 from kiroku import wiring
 from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
+from flows.slots import global_ocr_slot, local_slot_count
 from processors import document
 from processors.archive import inbox
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
@@ -31,7 +32,7 @@ from schemas.record import Page, Record
 
 # One OCR page per core across every document in this process: tesseract is
 # single-threaded here (OMP_THREAD_LIMIT=1), so more would only make pages wait.
-OCR_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+OCR_SLOTS = threading.BoundedSemaphore(local_slot_count())
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 cv2.setNumThreads(1)  # pages already run one per core; OpenCV's own threads would only compete
 
@@ -60,7 +61,7 @@ def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
 
 @task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
 def read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
-    with OCR_SLOTS:
+    with OCR_SLOTS, global_ocr_slot():
         return document.prepare_and_read(source, engine)
 
 
@@ -178,7 +179,7 @@ def _clean_work(pdf_path: Path) -> None:
 def ingest_many(paths: list[Path], department: str | None, *, move_source: bool = True,
                 workers: int | None = None, on_done: Callable[[Path, dict | BaseException], None] | None = None) -> list:
     """Run one ingest-document flow per scan, a few at once; pages share the OCR slots."""
-    workers = workers or max(1, os.cpu_count() or 1)
+    workers = workers or local_slot_count()
     start_ephemeral_server_once()
 
     def one(p: Path):
