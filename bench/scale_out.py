@@ -360,10 +360,13 @@ def main() -> int:
             time.sleep(3)
             load0 = os.getloadavg()[0]
             cpu_before = sum(_group_cpu(w.pid) for w in workers)
+            shared_groups = _shared_groups(server, weed_settings, pg)
+            shared_before = sum(_group_cpu(g) for g in shared_groups)
             print(f"{n_workers} worker(s): submitting {len(docs)} documents", flush=True)
             seconds, runs, weight = asyncio.run(submit_and_wait(docs, args.mode, args.batch_size, args.timeout))
             time.sleep(2)  # let the workers reap their last flow-run processes
             cpu_used = sum(_group_cpu(w.pid) for w in workers) - cpu_before
+            shared_used = sum(_group_cpu(g) for g in shared_groups) - shared_before
             load1 = os.getloadavg()[0]
             for w in workers:
                 stop(w)
@@ -385,8 +388,11 @@ def main() -> int:
                 "worker_cpu_seconds": round(cpu_used, 1),
                 "load_average_during": [round(load0, 2), round(load1, 2)],
             }
+            run["servers_cpu_seconds"] = round(shared_used, 1)  # Prefect server + PostgreSQL + SeaweedFS
             if cpu_used and pages:
                 run["cpu_hours_per_10000_pages"] = round(cpu_used / pages * 10000 / 3600, 1)
+                run["cpu_hours_per_10000_pages_with_servers"] = round(
+                    (cpu_used + shared_used) / pages * 10000 / 3600, 1)
             result["runs"].append(run)
             print(json.dumps(run, ensure_ascii=False), flush=True)
             store.close()
@@ -407,6 +413,21 @@ def main() -> int:
     args.json.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")
     return 0
+
+
+def _shared_groups(server: subprocess.Popen, weed_settings, pg: Postgres) -> list[int]:  # noqa: ANN001
+    """Process groups of the shared services: the Prefect server, weed mini, the PostgreSQL postmaster."""
+    from kiroku import services
+
+    groups = [server.pid]
+    if (pid := services.service_pid(weed_settings, services.WEED)) is not None:
+        groups.append(pid)
+    try:
+        postmaster = int((pg.base / "data" / "postmaster.pid").read_text().split()[0])
+        groups.append(os.getpgid(postmaster))
+    except (OSError, ValueError, IndexError):
+        pass
+    return groups
 
 
 def _group_cpu(pgid: int) -> float:
