@@ -42,6 +42,9 @@ class Settings:
     s3_endpoint_url: str | None = None  # None: the embedded SeaweedFS
     prefect_api_url: str | None = None  # None: the embedded Prefect server (if running) or ephemeral
     catalog_url: str | None = None  # None: SQLite under home
+    # object-lock (the bucket must lock) or tamper-evident (a bucket without Object Lock:
+    # versioning + SHA-256 in record.json + `kiroku verify` on a schedule); [storage] integrity
+    integrity: str = "object-lock"
     prefect_port: int = 4200
     # The embedded Prefect server's listen address. 127.0.0.1 keeps it on this PC; the
     # PC's LAN address (or 0.0.0.0) lets operators open the UI from another office PC.
@@ -181,6 +184,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         "KIROKU_S3_REGION": "region",
         "KIROKU_CATALOG_URL": "catalog_url",
         "KIROKU_OCR_ENGINE": "ocr_engine",
+        "KIROKU_STORAGE_INTEGRITY": "integrity",
         "PREFECT_API_URL": "prefect_api_url",
         "KIROKU_PREFECT_HOST": "prefect_host",
         "KIROKU_PREFECT_PUBLIC_URL": "prefect_public_url",
