@@ -6,7 +6,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 APT_PACKAGES=(tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-osd
               fonts-ipafont-gothic fonts-ipafont-mincho poppler-utils python3-venv
-              chromium chromium-driver)  # chromium: the web app's browser tests
+              postgresql chromium chromium-driver)  # PostgreSQL: catalog tests, bench/scale_out.py; Chromium: the UI test
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -26,6 +26,7 @@ from prefect.tasks import exponential_backoff
 from kiroku import wiring
 from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
+from flows.slots import global_ocr_slot, local_slot_count
 from processors import document
 from processors.archive import inbox, ledger
 from processors.archive.locks import content_lock
@@ -96,8 +97,9 @@ def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[Prepa
     from kiroku.readers import page_time_limit, shared_pool
 
     limit = page_time_limit(source, settings.reader_time_limit, settings.reader_time_limit_per_mpx)
-    return shared_pool(settings).submit(_read_in_reader, source, settings.ocr_engine, time_limit=limit,
-                                        label=f"{label} p{source.index + 1}").result()
+    with global_ocr_slot():  # across machines, when KIROKU_OCR_GLOBAL_LIMIT is set
+        return shared_pool(settings).submit(_read_in_reader, source, settings.ocr_engine, time_limit=limit,
+                                            label=f"{label} p{source.index + 1}").result()
 
 
 def _extract(record: Record, options: dict) -> Record:
@@ -263,7 +265,7 @@ def _clean_work(pdf_path: Path) -> None:
 def ingest_many(paths: list[Path], department: str | None, *, move_source: bool = True,
                 workers: int | None = None, on_done: Callable[[Path, dict | BaseException], None] | None = None) -> list:
     """Run one ingest-document flow per scan, a few at once; pages share the OCR slots."""
-    workers = workers or max(1, os.cpu_count() or 1)
+    workers = workers or local_slot_count()
     start_ephemeral_server_once()
 
     def one(p: Path):

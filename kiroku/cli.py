@@ -484,13 +484,38 @@ def services_status() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    pool: Annotated[Optional[str], typer.Option(help="take runs from this Prefect work pool (deploy/prefect.yaml), "
+                                                     "as a worker machine of a shared server")] = None,
+    name: Annotated[Optional[str], typer.Option(help="worker name shown in the Prefect UI (default: host name)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="flow runs at once on this machine (default: one per core)")] = None,
+) -> None:
     """Serve the ingest flows so that runs triggered in the Prefect UI or by the watcher get picked up."""
     settings = _settings()
     _prefect(settings, require_server=True)
+    if pool:
+        from kiroku.scaleout import run_pool_worker
+
+        raise typer.Exit(run_pool_worker(settings, pool, name=name, limit=limit))
     from flows.serve import serve_flows
 
     serve_flows()
+
+
+@app.command()
+def notify(off: Annotated[bool, typer.Option("--off", help="remove the notice")] = False) -> None:
+    """Notify operators of failed or crashed runs: a Prefect automation posting to notify_webhook_url."""
+    settings = _settings()
+    _prefect(settings, require_server=True)
+    from flows.notify import apply_failure_notice
+
+    url = None if off else settings.notify_webhook_url
+    if not off and not url:
+        err.print("通知先が設定されていません: kiroku.toml の [prefect] notify_webhook_url か "
+                  "KIROKU_NOTIFY_WEBHOOK_URL を設定してください (no webhook configured; notices stay off)")
+        raise typer.Exit(2)
+    apply_failure_notice(url)
+    err.print("失敗・異常終了の通知を設定しました (notices on)" if url else "通知を止めました (notices off)")
 
 
 @app.command()

@@ -48,6 +48,20 @@ class Settings:
     # versioning + SHA-256 in record.json + `kiroku verify` on a schedule); [storage] integrity
     integrity: str = "object-lock"
     prefect_port: int = 4200
+    # The embedded Prefect server's listen address. 127.0.0.1 keeps it on this PC; the
+    # PC's LAN address (or 0.0.0.0) lets operators open the UI from another office PC.
+    prefect_host: str = "127.0.0.1"
+    # The address other PCs use to reach it (http://host:port), when it differs from
+    # prefect_host (behind a name, or prefect_host = 0.0.0.0). The UI's API URL follows it.
+    prefect_public_url: str | None = None
+    # Basic auth on the Prefect API and UI (credentials generated under var/prefect,
+    # mode 0600). None: on whenever the server listens beyond loopback.
+    prefect_auth: bool | None = None
+    # Name of the Prefect global concurrency limit that caps OCR pages across every
+    # worker machine (deploy/prefect.yaml creates it). None: only the per-process slots.
+    ocr_global_limit: str | None = None
+    # Prefect webhook block notified of failed and crashed runs (kiroku notify setup). Off by default.
+    notify_webhook_url: str | None = None
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEED_PORTS))
     ocr_engine: str = "rapidocr"  # measured best (bench/ocr_eval.py); tesseract and auto on request
     ocr_concurrency: int = 0  # 0: one per core
@@ -85,7 +99,41 @@ class Settings:
 
     @property
     def prefect_url(self) -> str:
-        return self.prefect_api_url or f"http://127.0.0.1:{self.prefect_port}/api"
+        """The API URL kiroku's own commands on this PC use."""
+        return self.prefect_api_url or f"http://{self.prefect_client_host}:{self.prefect_port}/api"
+
+    @property
+    def prefect_client_host(self) -> str:
+        """Where a client on this PC reaches the embedded server (loopback for a wildcard bind)."""
+        return "127.0.0.1" if self.prefect_host in ("0.0.0.0", "::", "") else self.prefect_host
+
+    @property
+    def prefect_lan_exposed(self) -> bool:
+        return not (self.prefect_host == "localhost" or self.prefect_host.startswith("127.")
+                    or self.prefect_host == "::1")
+
+    @property
+    def prefect_auth_enabled(self) -> bool:
+        return self.prefect_lan_exposed if self.prefect_auth is None else bool(self.prefect_auth)
+
+    @property
+    def prefect_ui_url(self) -> str:
+        """The origin a browser uses for the UI: the public URL, else the listen address."""
+        if self.prefect_public_url:
+            return self.prefect_public_url.rstrip("/").removesuffix("/api")
+        host = self.prefect_host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.getfqdn() or "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.prefect_port}"
+
+    @property
+    def prefect_auth_file(self) -> Path:
+        """user:password for Prefect's basic auth (mode 0600); never printed or logged."""
+        return self.prefect_home / "api-auth"
 
     @property
     def catalog(self) -> str:
@@ -168,6 +216,11 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             data = tomllib.load(f)
         for section in ("storage", "prefect", "catalog", "ocr", "retention", "kiroku"):
             values.update(data.get(section, {}))
+        # [prefect] host / port / public_url / auth / api_url: short names for the prefect_* settings
+        for key, value in data.get("prefect", {}).items():
+            if f"prefect_{key}" in Settings.__dataclass_fields__:
+                values.pop(key, None)
+                values[f"prefect_{key}"] = value
         values.update({k: v for k, v in data.items() if not isinstance(v, dict)})
         values.update({f"web_{k}": v for k, v in data.get("web", {}).items()})
         if "weed_ports" in data:
@@ -183,6 +236,10 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         "KIROKU_OCR_ENGINE": "ocr_engine",
         "KIROKU_STORAGE_INTEGRITY": "integrity",
         "PREFECT_API_URL": "prefect_api_url",
+        "KIROKU_PREFECT_HOST": "prefect_host",
+        "KIROKU_PREFECT_PUBLIC_URL": "prefect_public_url",
+        "KIROKU_OCR_GLOBAL_LIMIT": "ocr_global_limit",
+        "KIROKU_NOTIFY_WEBHOOK_URL": "notify_webhook_url",
     }
     for env, key in env_map.items():
         if os.environ.get(env):
@@ -193,6 +250,10 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         values["web_port"] = port
     if (port := _env_int("KIROKU_PREFECT_PORT")) is not None:
         values["prefect_port"] = port
+    if os.environ.get("KIROKU_PREFECT_AUTH"):
+        values["prefect_auth"] = os.environ["KIROKU_PREFECT_AUTH"].lower() in ("1", "true", "yes", "on")
+    if (n := _env_int("KIROKU_OCR_CONCURRENCY")) is not None:
+        values["ocr_concurrency"] = n
     if (port := _env_int("KIROKU_S3_PORT")) is not None:
         values.setdefault("weed_ports", dict(DEFAULT_WEED_PORTS))
         values["weed_ports"] = {**values["weed_ports"], "s3.port": port}  # type: ignore[dict-item]

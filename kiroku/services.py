@@ -382,7 +382,37 @@ def weed_env() -> dict[str, str]:
 
 def prefect_command(settings: Settings) -> list[str]:
     return [str(find_executable("prefect")), "server", "start",
-            "--host", LOOPBACK, "--port", str(settings.prefect_port), "--analytics-off"]
+            "--host", settings.prefect_host, "--port", str(settings.prefect_port), "--analytics-off"]
+
+
+PREFECT_AUTH_USER = "kiroku"
+
+
+def ensure_prefect_auth(settings: Settings) -> str:
+    """The Prefect server's basic-auth string `kiroku:<password>`, generated once (mode 0600).
+
+    Prefect compares it with the Authorization header of every API call and the UI
+    asks for it on its login page. It lives in var/prefect/api-auth, created with
+    O_EXCL so two concurrent starts cannot write different ones, and is never
+    printed or logged: an operator reads it from the file.
+    """
+    path = settings.prefect_auth_file
+    _private_dir(path.parent)
+    if not path.exists():
+        value = f"{PREFECT_AUTH_USER}:{secrets.token_urlsafe(24)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(value + "\n")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    value = path.read_text(encoding="utf-8").strip()
+    if ":" not in value:
+        raise ServiceError(f"unreadable Prefect credentials file {path} (expected user:password on one line)")
+    return value
 
 
 def prefect_env(settings: Settings) -> dict[str, str]:
@@ -395,17 +425,26 @@ def prefect_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_API_DATABASE_", "PREFECT_SERVER_DATABASE_"))
            and k not in ("PREFECT_HOME", "PREFECT_PROFILE", "PREFECT_API_URL", "PREFECT_API_KEY")}
-    origin = f"http://{LOOPBACK}:{settings.prefect_port}"
+    origin = f"http://{settings.prefect_client_host}:{settings.prefect_port}"
+    ui_origin = settings.prefect_ui_url
+    env.pop("PREFECT_API_AUTH_STRING", None)
+    env.pop("PREFECT_SERVER_API_AUTH_STRING", None)
     env.update({
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-        "PREFECT_SERVER_UI_API_URL": f"{origin}/api",
+        # The browser calls the API at this URL: it must be the address the operator's
+        # PC reached the UI on (not 127.0.0.1 of that PC, nor the default port 4200).
+        "PREFECT_SERVER_UI_API_URL": f"{ui_origin}/api",
         "PREFECT_API_URL": f"{origin}/api",
         # The UI is served from the same origin; other web pages get no CORS access.
-        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origin,
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": ",".join(dict.fromkeys([ui_origin, origin])),
     })
+    if settings.prefect_auth_enabled:
+        auth = ensure_prefect_auth(settings)
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth
+        env["PREFECT_API_AUTH_STRING"] = auth  # the server's own client (its background services)
     return env
 
 
