@@ -560,6 +560,18 @@ class Kiroku:
         except (OSError, urllib.error.URLError):
             return False
 
+    def runs_in_flight(self) -> bool:
+        """Whether the Prefect server has flow runs scheduled, pending or running (work still in flight)."""
+        body = json.dumps({"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING",
+                                                                      "CANCELLING"]}}}}).encode()
+        req = urllib.request.Request(self.settings.prefect_url.rstrip("/") + "/flow_runs/count", data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=3) as r:  # noqa: S310 - loopback
+                return int(json.loads(r.read())) > 0
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
     def audit(self) -> BucketAudit:
         if self._audit is None:
             from kiroku import services
@@ -746,7 +758,7 @@ class Scenario:
 
     def grace(self) -> float:
         """How long after its faults are lifted the scenario's files may take to leave the inbox."""
-        base = (60.0 + 20.0 * self.ocr_files) if self.quick else (180.0 + 25.0 * self.ocr_files)
+        base = (240.0 + 20.0 * self.ocr_files) if self.quick else (600.0 + 25.0 * self.ocr_files)
         return base * GRACE_SCALE
 
 
@@ -762,7 +774,7 @@ class KillReader(Scenario):
 
     @property
     def ocr_files(self) -> int:  # type: ignore[override]
-        return 3 if self.quick else 10
+        return 2 if self.quick else 10
 
     def run(self) -> list[Drop]:
         drops, kills = [], 0
@@ -798,20 +810,25 @@ class KillUploader(Scenario):
         for i in range(self.ocr_files):
             drops.append(self.page(f"upload-{i:02d}.png"))
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                pid = self.k.uploader()
-                if pid:
-                    time.sleep(self.rng.uniform(0.0, 0.4))
-                    if self.k.uploader() == pid:
-                        what = cmdline(pid)[:90]
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                            kills += 1
-                            self.notes.append(f"kill -9 {pid} ({what}) during {drops[-1].label}'s S3 traffic")
-                        break
-                time.sleep(0.03)
-            else:
-                self.notes.append(f"no process talked to S3 within 120 s after {drops[-1].label}")
+            candidates, refreshed, killed = [], 0.0, False
+            target = os.path.join(os.fsencode(self.dir), drops[-1].rel)
+            while time.monotonic() < deadline and os.path.lexists(target):
+                if time.monotonic() - refreshed > 0.5:
+                    candidates, refreshed = self.k.workers(), time.monotonic()
+                found = s3_connected_pids(candidates, self.k.s3_port)
+                if found:
+                    pid = found[0]
+                    time.sleep(self.rng.uniform(0.0, 0.3))
+                    what = cmdline(pid)[:90]
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        kills += 1
+                        killed = True
+                        self.notes.append(f"kill -9 {pid} ({what}) during {drops[-1].label}'s S3 traffic")
+                    break
+                time.sleep(0.02)
+            if not killed:
+                self.notes.append(f"no process was seen talking to S3 while {drops[-1].label} was in the inbox")
         self.notes.insert(0, f"{kills} kills")
         return drops
 
@@ -964,7 +981,7 @@ class Burst(Scenario):
 
     @property
     def ocr_files(self) -> int:  # type: ignore[override]
-        return 6 if self.quick else 200
+        return 4 if self.quick else 200
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -975,7 +992,7 @@ class Burst(Scenario):
         return [self.put(n, d, "archive") for n, d in pages]
 
     def grace(self) -> float:
-        return ((60.0 if self.quick else 240.0) + 12.0 * self.ocr_files) * GRACE_SCALE
+        return ((240.0 if self.quick else 600.0) + 15.0 * self.ocr_files) * GRACE_SCALE
 
 
 class SlowWriters(Scenario):
@@ -1181,8 +1198,8 @@ def classify(k: Kiroku, drops: list[Drop], scenario: str) -> tuple[dict[str, int
                 return f.link == d.link
             return f.link is None and f.sha == d.sha
         pool = [f for f in found if matches(f)]
-        if prefer:
-            pool.sort(key=lambda f: prefer not in f.path)
+        stem = os.path.splitext(os.path.basename(d.rel))[0]
+        pool.sort(key=lambda f: (bool(prefer) and prefer not in f.path, not os.path.basename(f.path).startswith(stem)))
         if pool:
             found.remove(pool[0])
             return pool[0]
@@ -1307,8 +1324,16 @@ def run_scenario(k: Kiroku, sc: Scenario) -> Row:
         log(f"  skipped: {e}")
         return Row(sc.name, sc.title, [], dict.fromkeys(COLUMNS, 0), [], [f"skipped: {e}"], 0.0, skipped=str(e))
     deadline = time.monotonic() + sc.grace()
+    idle_limit = (60.0 if sc.quick else 180.0) * GRACE_SCALE
     counts, extra = dict.fromkeys(COLUMNS, 0), []
+    last_change, last_state = time.monotonic(), None
     while time.monotonic() < deadline:
+        state = tuple(d.outcome for d in drops)
+        if state != last_state or k.runs_in_flight():
+            last_change, last_state = time.monotonic(), state
+        elif time.monotonic() - last_change > idle_limit:
+            sc.notes.append(f"nothing moved and no flow run was in flight for {idle_limit:.0f} s")
+            break
         if not k.alive():
             words = [ln.strip() for ln in tail(k.run_log, 80).splitlines()
                      if ln.strip() and not ln.lstrip().startswith(("│", "╭", "╰", "---")) and "stopping" not in ln]
@@ -1322,7 +1347,7 @@ def run_scenario(k: Kiroku, sc: Scenario) -> Row:
         time.sleep(3)
     if settled(drops):
         time.sleep(3)  # a late second copy would land now
-    elif k.alive():
+    elif k.alive() and time.monotonic() >= deadline:
         sc.notes.append(f"grace period of {sc.grace():.0f} s ran out")
     counts, extra = final_count(k, drops, sc)
     for d in drops:
