@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kiroku-installed
 
-.PHONY: run test install services-up services-down clean-state bench score
+.PHONY: run test install services-up services-down clean-state bench score intake-check
 
 $(STAMP): pyproject.toml deploy/bootstrap.sh
 	bash deploy/bootstrap.sh $(VENV)
@@ -29,3 +29,7 @@ score: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/throughput.py
+
+# by hand: a good scan, a link to /etc/passwd, a Shift_JIS name, a zero-byte file... into a test inbox
+intake-check: $(STAMP)
+	$(PY) bench/intake_check.py

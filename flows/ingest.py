@@ -25,7 +25,8 @@ from kiroku import wiring
 from kiroku.config import Settings, load_settings
 from kiroku.runtime import start_ephemeral_server_once
 from processors import document
-from processors.archive import inbox
+from processors.archive import inbox, ledger
+from processors.archive.names import decode_path, display_name, encode_path, readable
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
 from schemas.record import Page, Record
 
@@ -38,7 +39,7 @@ cv2.setNumThreads(1)  # pages already run one per core; OpenCV's own threads wou
 
 def _document_run_name() -> str:
     params = flow_run.parameters
-    name = Path(params["path"]).name
+    name = display_name(decode_path(params["path"]).name)
     department = params.get("department")
     return f"{department}/{name}" if department else name
 
@@ -55,7 +56,16 @@ def load_scan(path: Path, settings: Settings) -> LoadedDocument:
 
 @task(name="find earlier copy", cache_policy=NO_CACHE)
 def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
-    return wiring.catalog(settings).find_by_sha256(sha256)
+    """Catalog first (cheap), then the bucket, which is the authority; a bucket hit is catalogued now."""
+    from processors.archive.archiving import archived_record, catalog_record
+
+    catalog = wiring.catalog(settings)
+    found = catalog.find_by_sha256(sha256)
+    if found is None:
+        found = archived_record(wiring.archive_store(settings), sha256)
+        if found is not None:
+            found = catalog_record(catalog, found, detail="found in the bucket by a later pass")
+    return found
 
 
 @task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
@@ -97,17 +107,21 @@ def store_archive(record: Record, pdf_path: Path, original: Path, settings: Sett
 
 @task(name="catalog record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def catalog_record(record: Record, settings: Settings) -> None:
-    wiring.catalog(settings).add(record)
+    from processors.archive.archiving import catalog_record as add
+
+    add(wiring.catalog(settings), record)
 
 
 @task(name="move to done", cache_policy=NO_CACHE)
-def move_to_done(path: Path, department: str | None, settings: Settings) -> Path:
-    return inbox.move_to(path, settings.done_dir, department)
+def move_to_done(path: Path, department: str | None, settings: Settings) -> ledger.Outcome:
+    # done/ full: the scan stays in the inbox and the ledger hands it over again later
+    return ledger.finish(path, department, settings)
 
 
 @task(name="quarantine scan", cache_policy=NO_CACHE)
-def quarantine_scan(path: Path, department: str | None, reason: str, settings: Settings) -> Path:
-    return inbox.quarantine(path, settings.quarantine_dir, department, reason)
+def quarantine_scan(path: Path, department: str | None, exc: BaseException, settings: Settings) -> ledger.Outcome:
+    # by failure kind: quarantine, or keep in the inbox and retry later (processors/archive/ledger.py)
+    return ledger.settle_failure(path, department, exc, settings)
 
 
 # --------------------------------------------------------------------------- flows
@@ -123,18 +137,25 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
     """
     settings = load_settings()
     logger = get_run_logger()
-    source = Path(path)
+    source = decode_path(path)  # a Shift_JIS name travels base64 (processors/archive/names.py)
+    shown = display_name(source.name)
+    department = inbox.safe_department(department)
     try:
+        inbox.refuse_link(source)  # never read through a link
+        if move_source:
+            ledger.mark_running(source, settings=settings)
         loaded = load_scan(source, settings)
+        if move_source:
+            ledger.ledger_for(settings).note_content(source, loaded.sha256)
         earlier = find_earlier_copy(loaded.sha256, settings)
         if earlier is not None:
             logger.info("%s is already archived as %s (same SHA-256); not archiving it twice",
-                        source.name, earlier.id)
+                        shown, earlier.id)
             if move_source:
                 move_to_done(source, department, settings)
             return {"id": earlier.id, "duplicate": True, "key": earlier.archive.key if earlier.archive else None}
 
-        record = document.start_record(loaded, department=department, filename=source.name)
+        record = document.start_record(loaded, department=department)
         futures = read_page.map(loaded.pages, engine=settings.ocr_engine)
         pages = futures.result()
         record = document.with_pages(record, [page for _, page in pages])
@@ -146,23 +167,24 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         record = store_archive(record, pdf_path, source, settings)
         catalog_record(record, settings)
     except Exception as exc:
-        reason = str(exc) or type(exc).__name__
-        logger.error("could not archive %s: %s", source.name, reason)
-        if move_source and source.exists():
-            dest = quarantine_scan(source, department, reason, settings)
-            logger.error("moved to quarantine: %s", dest)
+        reason = readable(str(exc) or type(exc).__name__)  # a Shift_JIS name in it would break the API's JSON
+        logger.error("could not archive %s: %s", shown, reason)
+        what = "The scan was left where it was (not moved)."
+        if move_source and os.path.lexists(source):
+            outcome = quarantine_scan(source, department, exc, settings)
+            logger.error("%s", outcome.message)  # says "quarantined" only when it was
+            what = outcome.message
         create_markdown_artifact(
-            key="kiroku-failed", description=f"Not archived: {source.name}",
-            markdown=f"## Not archived: {source.name}\n\n**Reason:** {reason}\n\n"
-                     f"The scan was moved to quarantine with `{source.name}.error.txt`.",
+            key="kiroku-failed", description=f"Not archived: {shown}",
+            markdown=f"## Not archived: {shown}\n\n**Reason:** {reason}\n\n{what}",
         )
         raise
     if move_source:
         move_to_done(source, department, settings)
     _clean_work(pdf_path)
     create_markdown_artifact(key="kiroku-record", markdown=record_markdown(record),
-                             description=f"Archived {source.name} as {record.id}")
-    logger.info("archived %s as %s at s3://%s/%s", source.name, record.id,
+                             description=f"Archived {shown} as {record.id}")
+    logger.info("archived %s as %s at s3://%s/%s", shown, record.id,
                 record.archive.bucket, record.archive.key)
     return {"id": record.id, "duplicate": False, "key": record.archive.key}
 
@@ -183,7 +205,7 @@ def ingest_many(paths: list[Path], department: str | None, *, move_source: bool 
 
     def one(p: Path):
         try:
-            result = ingest_document(str(p), department, move_source)
+            result = ingest_document(encode_path(p), department, move_source)
         except BaseException as exc:  # noqa: BLE001 - reported per file, the batch goes on
             result = exc
         if on_done:

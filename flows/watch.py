@@ -2,118 +2,255 @@
 
 A file is handed over only when it has stopped changing for a quiet period and no
 process still has it open for writing, so a scan copied slowly over a share is read
-once, whole. The watcher never stops on a bad file: the flow quarantines it.
+once, whole. The watcher never stops on a bad file or an odd name:
+
+- links are refused at once (the link itself goes to quarantine, its target is left alone);
+- what was handed over, and how it ended, is in the intake ledger (var/state/), so a
+  run that failed for now, crashed, died with its process or hung is handed over again
+  when its retry time comes, without a restart, and a restart forgets nothing;
+- a name watchfiles cannot decode (Shift_JIS from an old file server) only turns the
+  event source off: the watcher goes on looking every second.
+
+What executes a run is pluggable (`submit(path, department) -> bool`); this module
+decides when and whether to hand a file over.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import watchfiles
 
 from kiroku.config import Settings
-from processors.archive import inbox
+from processors.archive import inbox, ledger
+from processors.archive.failures import InputRejected, ReaderCrashed
+from processors.archive.names import display_name, encode_path
 
 log = logging.getLogger("kiroku.watch")
 DEPLOYMENT = "ingest-document/kiroku"
 
+Submit = Callable[[Path, "str | None"], bool]
+
 
 class InboxWatcher:
-    """Tracks files in the inbox until they are complete, then hands each over exactly once."""
+    """Tracks files in the inbox until they are complete, then hands each over until it leaves the inbox."""
 
     def __init__(self, settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
-                 workers: int = 2) -> None:
+                 workers: int = 2, submit: Submit | None = None,
+                 document_limit: float = ledger.DOCUMENT_TIME_LIMIT_SECONDS,
+                 handover_limit: float = ledger.HANDOVER_TIME_LIMIT_SECONDS) -> None:
         self.settings = settings
         self.settle_seconds = settle_seconds
         self.use_deployment = use_deployment
+        self.document_limit = document_limit
+        self.handover_limit = handover_limit
+        self.ledger = ledger.Ledger(settings.home)
         self._seen: dict[Path, tuple[inbox.FileState, float]] = {}
-        self._submitted: dict[Path, inbox.FileState] = {}
-        if not use_deployment:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pruned = float("-inf")
+        self._queued: set[Path] = set()  # handed to this process's own pool and not finished yet
+        self._queued_guard = threading.Lock()
+        if submit is not None:
+            self.submit = submit
+        elif use_deployment:
+            self.submit = self._trigger_deployment
+        else:
             from kiroku.runtime import start_ephemeral_server_once
 
             start_ephemeral_server_once()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest")
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest")
+            self.submit = self._submit_here
         self.failures: list[tuple[Path, str]] = []
         self.completed: list[tuple[Path, dict]] = []
+        self.outcomes: list[ledger.Outcome] = []
+        self.recover()
+
+    # ------------------------------------------------------------------ restart
+
+    def recover(self) -> None:
+        """At start: runs left `running` by a dead process are a crash attempt; hand-overs of an
+        earlier watcher whose run never reported are due again now."""
+        for entry in self.ledger.entries("running"):
+            if not ledger.pid_alive(entry.pid, entry.pid_start):
+                self._settle(entry.path, entry.department, ReaderCrashed(
+                    "読み取り処理が途中で終了しました（kiroku の再起動前）",
+                    f"process {entry.pid} was archiving this file when kiroku stopped"))
+        for entry in self.ledger.entries("handed_over"):
+            self.ledger.record(entry.path, "retry", retry_at=time.time())
+
+    # ------------------------------------------------------------------ looking
 
     def scan(self, now: float | None = None) -> list[Path]:
         """One look at the inbox; returns the files handed over this time."""
         now = time.monotonic() if now is None else now
+        wall = time.time()
         root = self.settings.inbox
-        present = {p for p in root.rglob("*") if inbox.is_candidate(p)}
+        found = inbox.scan(root)
+        present = {e.path for e in found}
         for gone in set(self._seen) - present:
             del self._seen[gone]
-        for gone in set(self._submitted) - present:
-            del self._submitted[gone]
+        # only rows still in play: done/quarantined history can be large, and a file present
+        # again after leaving once is a re-drop, treated as new
+        known = {os.fsencode(os.path.abspath(e.path)): e for e in self.ledger.entries(*ledger.ACTIVE)}
         ready = []
-        for path in sorted(present):
-            state = inbox.file_state(path)
-            if state is None:
+        writers: set[tuple[int, int]] | None = None
+        for item in found:
+            path = item.path
+            if item.link:
+                self._refuse_link(path)
                 continue
-            if self._submitted.get(path) == state:
-                continue  # handed over already and not changed since: the run will move it
+            entry = known.get(os.fsencode(os.path.abspath(path)))
+            if entry is not None and entry.state in ("handed_over", "running"):
+                self._check_run(entry, wall)
+                continue
+            state = item.state
+            if not ledger.due(entry, state, wall):
+                continue
             previous = self._seen.get(path)
             if previous is None or previous[0] != state:
                 self._seen[path] = (state, now)
                 continue
-            if now - previous[1] < self.settle_seconds or inbox.open_for_writing(path):
+            if now - previous[1] < self.settle_seconds:
                 continue
-            if self._hand_over(path):
-                self._submitted[path] = state
+            if writers is None:
+                writers = inbox.open_for_writing_set()  # once per look, only when something has settled
+            if inbox.open_for_writing(path, writers):
+                continue
+            try:
+                department = inbox.department_for(path, root)
+            except inbox.DepartmentRefused as exc:
+                self._settle(path, None, exc)
+                continue
+            fresh = entry is None or (entry.size, entry.mtime_ns) != (state.size, state.mtime_ns) \
+                or entry.state in ("done", "quarantined")
+            # recorded before the run can start, so the run's own mark_running is never overwritten
+            self.ledger.handed_over(path, department, state, fresh=fresh)
+            if self.submit(path, department):
                 self._seen.pop(path, None)
                 ready.append(path)
+            else:
+                self.ledger.record(path, "retry", retry_at=wall)
+        if now - self._pruned >= 30:
+            self.ledger.prune(present)
+            self._pruned = now
         return ready
 
-    def _hand_over(self, path: Path) -> bool:
-        department = inbox.department_for(path, self.settings.inbox)
-        if self.use_deployment:
-            return self._trigger_deployment(path, department)
-        self._pool.submit(self._run_here, path, department)
-        return True
+    def _check_run(self, entry: ledger.Entry, wall: float) -> None:
+        """A run the ledger says is under way: has it in fact ended, died or hung?"""
+        reason = ledger.stale_reason(entry, wall, document_limit=self.document_limit)
+        if reason is not None:
+            self._settle(entry.path, entry.department, reason)
+        elif entry.state == "handed_over" and entry.handed_at and wall - entry.handed_at > self.handover_limit \
+                and entry.path not in self._queued:  # waiting in our own pool is not lost
+            log.warning("%s: 引き渡した処理が始まらないため、もう一度引き渡します", display_name(entry.path.name))
+            self.ledger.record(entry.path, "retry", retry_at=wall)
+
+    def _refuse_link(self, path: Path) -> None:
+        try:
+            department = inbox.department_for(path, self.settings.inbox)
+        except inbox.DepartmentRefused:
+            department = None
+        try:
+            inbox.refuse_link(path)
+        except InputRejected as exc:
+            self._settle(path, department, exc)
+
+    def _settle(self, path: Path, department: str | None, exc: BaseException) -> ledger.Outcome:
+        outcome = ledger.settle_failure(path, department, exc, self.settings)
+        self.outcomes.append(outcome)
+        (log.error if outcome.action == "quarantined" else log.warning)("%s", outcome.message)
+        return outcome
+
+    # ------------------------------------------------------------------ handing over
 
     def _trigger_deployment(self, path: Path, department: str | None) -> bool:
         from prefect.deployments import run_deployment
 
-        name = f"{department}/{path.name}" if department else path.name
+        shown = display_name(path.name)
+        name = f"{department}/{shown}" if department else shown
         try:
-            run_deployment(DEPLOYMENT, parameters={"path": str(path), "department": department},
+            run_deployment(DEPLOYMENT, parameters={"path": encode_path(path), "department": department},
                            flow_run_name=name, timeout=0, as_subflow=False)
         except Exception as exc:  # noqa: BLE001 - the server may still be starting; try again next look
-            log.warning("could not start a run for %s yet: %s", path.name, exc)
+            log.warning("could not start a run for %s yet: %s", shown, exc)
             return False
         log.info("started ingest-document run %s", name)
+        return True
+
+    def _submit_here(self, path: Path, department: str | None) -> bool:
+        assert self._pool is not None
+        with self._queued_guard:
+            self._queued.add(path)
+        self._pool.submit(self._run_here, path, department)
         return True
 
     def _run_here(self, path: Path, department: str | None) -> None:
         from flows.ingest import ingest_document
 
+        error: BaseException | None = None
         try:
-            result = ingest_document(str(path), department)
+            result = ingest_document(encode_path(path), department)
             self.completed.append((path, result))
-        except Exception as exc:  # noqa: BLE001 - already quarantined and logged by the flow
+        except Exception as exc:  # noqa: BLE001 - settled (quarantined or kept) by the flow
+            error = exc
             self.failures.append((path, str(exc)))
-            log.error("%s was not archived: %s", path.name, exc)
+            log.error("%s was not archived: %s", display_name(path.name), exc)
+        finally:
+            with self._queued_guard:
+                self._queued.discard(path)
+        self.after_run(path, department, error)
+
+    def after_run(self, path: Path, department: str | None, error: BaseException | None) -> None:
+        """A run ended. If it left the ledger saying it is still under way (it never settled
+        its scan), settle it here, so the scan is tried again or quarantined, never stranded."""
+        entry = self.ledger.get(path)
+        if entry is None or entry.state not in ("handed_over", "running") or not os.path.lexists(path):
+            return
+        self._settle(path, department, error or ReaderCrashed(
+            "処理が書類を移動しないまま終わりました", "the run ended without settling its scan"))
 
     def close(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait)
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait)
 
 
 def watch_inbox(settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
-                stop: threading.Event | None = None) -> None:
+                stop: threading.Event | None = None, submit: Submit | None = None,
+                poll_seconds: float = 1.0) -> None:
     """Run until stopped: wake on file-system events, and look at least every second anyway
-    (events can be missed on network shares)."""
+    (events can be missed on network shares, and are lost for names watchfiles cannot decode)."""
     settings.inbox.mkdir(parents=True, exist_ok=True)
-    watcher = InboxWatcher(settings, settle_seconds=settle_seconds, use_deployment=use_deployment)
+    watcher = InboxWatcher(settings, settle_seconds=settle_seconds, use_deployment=use_deployment, submit=submit)
     stop = stop or threading.Event()
     try:
-        for _ in watchfiles.watch(settings.inbox, stop_event=stop, rust_timeout=1000, yield_on_timeout=True,
-                                  raise_interrupt=False):
-            watcher.scan()
-            if stop.is_set():
-                break
+        events = True
+        while not stop.is_set():
+            if events:
+                try:
+                    for _ in watchfiles.watch(settings.inbox, stop_event=stop, rust_timeout=int(poll_seconds * 1000),
+                                              yield_on_timeout=True, raise_interrupt=False):
+                        _look(watcher)
+                        if stop.is_set():
+                            break
+                    continue
+                except RuntimeError as exc:  # WatchfilesRustInternalError: "Unable to decode path"
+                    events = False
+                    log.warning("受付フォルダの変更通知が使えなくなりました。1秒ごとの確認で監視を続けます (%s)", exc)
+            _look(watcher)
+            stop.wait(poll_seconds)
     finally:
         watcher.close(wait=True)
+
+
+def _look(watcher: InboxWatcher) -> None:
+    """One scan; an unexpected error is logged and the next look tries again (the watch never stops)."""
+    try:
+        watcher.scan()
+    except Exception:  # noqa: BLE001 - e.g. the ledger locked for a moment
+        log.exception("受付フォルダの確認に失敗しました。次の確認で再試行します")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,6 +30,8 @@ register_app = typer.Typer(help="The 行政文書ファイル管理簿 (register
 app.add_typer(services_app, name="services")
 app.add_typer(retention_app, name="retention")
 app.add_typer(register_app, name="register")
+catalog_app = typer.Typer(help="The catalog (目録): an index of the archive bucket.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -42,6 +45,15 @@ def _prefect(settings: Settings, *, require_server: bool = False) -> str | None:
     from kiroku.runtime import prepare_prefect
 
     return prepare_prefect(settings, require_server=require_server)
+
+
+def _shown(path: Path) -> str:
+    """A path as a person reads it (a Shift_JIS name decoded), safe to print."""
+    from rich.markup import escape
+
+    from processors.archive.names import display_path
+
+    return escape(display_path(path))
 
 
 def _progress() -> Progress:
@@ -72,7 +84,16 @@ def process(
             bar.advance(job)
             if outcome.error:
                 failed += 1
-                err.print(f"[red]✗ {outcome.input.name}: {outcome.error}")
+                err.print(f"[red]✗ {_shown(outcome.input)}: {outcome.error}")
+            elif outcome.pdf is not None:  # which output is whose: 001.jpg and 001.png do not share one
+                err.print(f"✓ {_shown(outcome.input)} → {_shown(outcome.pdf)}", highlight=False)
+                if outcome.record is not None:
+                    from processors.document import describe_warning
+
+                    for page in outcome.record.pages:
+                        for code in page.warnings:
+                            err.print(f"[yellow]⚠ {_shown(outcome.input)} {page.index + 1}ページ目: "
+                                      f"{describe_warning(code)}", highlight=False)
 
         process_files(list(inputs), out, settings, engine=engine, workers=workers, on_done=done)
     err.print(f"{len(inputs) - failed} of {len(inputs)} read into {out}")
@@ -126,30 +147,54 @@ def extract(
 
 @app.command()
 def ingest(
-    inputs: Annotated[list[Path], typer.Argument(help="scans to archive", exists=True, dir_okay=False)],
+    inputs: Annotated[list[Path], typer.Argument(help="scans to archive")],
     department: Annotated[Optional[str], typer.Option("--department", "-d", help="e.g. 総務課")] = None,
     move: Annotated[bool, typer.Option(help="move each scan to var/done (or var/quarantine) afterwards")] = False,
 ) -> None:
     """Process, store and catalog scans: one Prefect flow run per document."""
+    from processors.archive import inbox
+
+    try:
+        department = inbox.safe_department(department)
+    except inbox.DepartmentRefused as exc:
+        err.print(f"[red]{exc}", highlight=False)
+        raise typer.Exit(2) from exc
     settings = _settings()
+    failed = 0
+    # checked here, not by typer's exists=True (which follows links): a link is refused, never read
+    paths = []
+    for p in inputs:
+        if inbox.is_link(p):
+            failed += 1
+            where = ""
+            if move:
+                dest = inbox.quarantine_link(Path(os.path.abspath(p)), settings.quarantine_dir, department)
+                where = f" 隔離フォルダに移しました: {_shown(dest)}"
+            err.print(f"[red]✗ {_shown(p)}: {inbox.LINK_REFUSED}{where}", highlight=False)
+        elif not p.is_file():
+            failed += 1
+            err.print(f"[red]✗ {_shown(p)}: ファイルが見つかりません (no such file)", highlight=False)
+        else:
+            paths.append(Path(os.path.abspath(p)))  # abspath, not resolve(): names stay as given
+    if not paths:
+        raise typer.Exit(1)
     _prefect(settings)
     from flows.ingest import ingest_many
 
-    failed = 0
     with _progress() as bar:
-        job = bar.add_task("archiving", total=len(inputs))
+        job = bar.add_task("archiving", total=len(paths))
 
         def done(path: Path, result) -> None:
             nonlocal failed
             bar.advance(job)
             if isinstance(result, BaseException):
                 failed += 1
-                err.print(f"[red]✗ {path.name}: {result}")
+                err.print(f"[red]✗ {_shown(path)}: {result}", highlight=False)
             else:
                 note = " (already archived)" if result.get("duplicate") else ""
-                err.print(f"[green]✓ {path.name} → {result['id']}{note}")
+                err.print(f"[green]✓ {_shown(path)} → {result['id']}{note}", highlight=False)
 
-        ingest_many([p.resolve() for p in inputs], department, move_source=move, on_done=done)
+        ingest_many(paths, department, move_source=move, on_done=done)
     raise typer.Exit(1 if failed else 0)
 
 
@@ -329,6 +374,51 @@ def register_export(output: Annotated[Path, typer.Option("-o", "--output", help=
     err.print(f"wrote {len(rows)} rows to {output}")
 
 
+# --------------------------------------------------------------------------- proving the archive
+
+
+@app.command()
+def verify(as_json: Annotated[bool, typer.Option("--json", help="machine-readable report on stdout")] = False,
+           update_catalog: Annotated[bool, typer.Option(help="record a `verified` event in the catalog")] = True
+           ) -> None:
+    """Re-read every stored object and check its SHA-256 against record.json (exit 1 on any problem)."""
+    from kiroku import wiring
+    from processors.archive.fixity import verify_archive
+    from processors.archive.storage import TransientStorageError
+
+    settings = _settings()
+    try:
+        report = verify_archive(wiring.archive_store(settings),
+                                catalog=wiring.catalog(settings) if update_catalog else None)
+    except TransientStorageError as exc:
+        err.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=1, default=str))
+    else:
+        for f in report.findings:
+            err.print(f"[red]{f.kind}[/red] {f.record_id or '-'} {f.key} {f.version_id or ''}: {f.detail}")
+        if report.uncatalogued:
+            err.print(f"目録に未登録の記録: {', '.join(report.uncatalogued[:20])}"
+                      f"{' …' if len(report.uncatalogued) > 20 else ''} (`kiroku catalog rebuild`)")
+    err.print(("[green]" if report.ok else "[red]") + report.summary())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild() -> None:
+    """Recreate the catalog from the bucket alone (the newest record.json of each record)."""
+    from kiroku import wiring
+    from processors.archive.archiving import rebuild_catalog
+    from processors.archive.catalog import Catalog
+
+    settings = _settings()
+    store = wiring.archive_store(settings)
+    with Catalog(settings.catalog) as catalog:
+        count = rebuild_catalog(store, catalog)
+    err.print(f"目録を保管庫から再構築しました: {count} 件 (catalog rebuilt from s3://{store.bucket}: {count} records)")
+
+
 # --------------------------------------------------------------------------- services
 
 
@@ -355,10 +445,20 @@ def services_status() -> None:
     """Which embedded services are running, and where."""
     from kiroku import services
 
+    settings = _settings()
     running = True
-    for st in services.status(_settings()):
+    s3_up = False
+    for st in services.status(settings):
         running &= st.running
+        s3_up |= st.name == services.WEED and (st.answering or not st.managed)
         err.print(st.describe())
+    if s3_up:
+        from kiroku.wiring import bucket_probe
+
+        probe = bucket_probe(settings)
+        err.print(probe.describe(settings.integrity) if probe else
+                  f"保管方式: バケット {settings.bucket} はまだありません(最初の保存時に作成) "
+                  f"(integrity {settings.integrity})")
     raise typer.Exit(0 if running else 3)
 
 

@@ -42,6 +42,9 @@ class Settings:
     s3_endpoint_url: str | None = None  # None: the embedded SeaweedFS
     prefect_api_url: str | None = None  # None: the embedded Prefect server (if running) or ephemeral
     catalog_url: str | None = None  # None: SQLite under home
+    # object-lock (the bucket must lock) or tamper-evident (a bucket without Object Lock:
+    # versioning + SHA-256 in record.json + `kiroku verify` on a schedule); [storage] integrity
+    integrity: str = "object-lock"
     prefect_port: int = 4200
     weed_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEED_PORTS))
     ocr_engine: str = "rapidocr"  # measured best (bench/ocr_eval.py); tesseract and auto on request
@@ -128,6 +131,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         "KIROKU_S3_REGION": "region",
         "KIROKU_CATALOG_URL": "catalog_url",
         "KIROKU_OCR_ENGINE": "ocr_engine",
+        "KIROKU_STORAGE_INTEGRITY": "integrity",
         "PREFECT_API_URL": "prefect_api_url",
     }
     for env, key in env_map.items():

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from kiroku.config import Settings
+from processors.archive.names import display_name, fit_name
 from processors.document import finish_document, prepare_and_read, start_record
 from processors.reading.pages import InputError, PreparedPage, SourcePage
 from schemas.record import Page, Record
@@ -35,6 +36,7 @@ class Outcome:
 class _Pending:
     input: Path
     record: Record
+    stem: str
     page_futures: list[Future] = field(default_factory=list)
 
 
@@ -63,11 +65,47 @@ def _read_page(source: SourcePage, engine: str) -> tuple[PreparedPage, Page]:
     return prepared, page
 
 
+def output_stems(inputs: list[Path], out_dir: Path) -> dict[Path, str]:
+    """The output name (without .pdf/.json) for each input: never an input's own path, never shared.
+
+    An input keeps its stem (`001.jpg` -> `001.pdf`, what the evaluation expects) when
+    no earlier input took it; a later `001.png` becomes `001.png.pdf`. An output that
+    would land on an input (`process x.pdf --out .`) gets another name, so the scan is
+    never written over. Names are the display form (a Shift_JIS name decoded) and fit
+    NAME_MAX.
+    """
+    def same_file(a: Path, b: str) -> bool:
+        return os.path.realpath(a) == b
+
+    inputs_real = {os.path.realpath(p) for p in inputs}
+    taken: set[str] = set()
+    stems: dict[Path, str] = {}
+
+    def free(stem: str) -> bool:
+        if stem in taken:
+            return False
+        return not any(same_file(out_dir / f"{stem}{ext}", real) for ext in (".pdf", ".json") for real in inputs_real)
+
+    for path in inputs:
+        name = display_name(path.name)
+        stem = Path(name).stem or name
+        candidates = [fit_name(stem, reserve=5), fit_name(name, reserve=5)]
+        chosen = next((c for c in candidates if free(c)), None)
+        n = 2
+        while chosen is None:
+            candidate = fit_name(f"{name}~{n}", reserve=5)
+            chosen = candidate if free(candidate) else None
+            n += 1
+        taken.add(chosen)
+        stems[path] = chosen
+    return stems
+
+
 def _finish(record: Record, pages: list[tuple[PreparedPage, Page]], out_dir: Path,
-            extract_options: dict) -> tuple[Record, Path]:
-    pdf_path = out_dir / f"{Path(record.source.filename).stem}.pdf"
+            extract_options: dict, stem: str) -> tuple[Record, Path]:
+    pdf_path = out_dir / f"{stem}.pdf"
     finished = finish_document(record, pages, pdf_path, extract_options)
-    json_path = pdf_path.with_suffix(".json")
+    json_path = out_dir / f"{stem}.json"
     json_path.write_text(finished.model_dump_json(indent=1), encoding="utf-8")
     return finished, pdf_path
 
@@ -85,6 +123,7 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
     engine = engine or settings.ocr_engine
     workers = workers or settings.ocr_concurrency or os.cpu_count() or 1
     outcomes: dict[Path, Outcome] = {p: Outcome(input=p) for p in inputs}
+    stems = output_stems(inputs, out_dir)
     # set before the fork server starts, so the libraries it preloads see them at import
     os.environ["OMP_THREAD_LIMIT"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -118,7 +157,8 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
                         outcomes[item.input].error = _describe(exc)
                         report(item.input)
                         continue
-                    finishing[pool.submit(_finish, item.record, pages, out_dir, settings.extract_options)] = item.input
+                    finishing[pool.submit(_finish, item.record, pages, out_dir, settings.extract_options,
+                                          item.stem)] = item.input
             for fut in [f for f in finishing if f.done()]:
                 path = finishing.pop(fut)
                 try:
@@ -135,7 +175,7 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
                 report(path)
                 continue
             record = start_record(loaded)
-            item = _Pending(input=path, record=record)
+            item = _Pending(input=path, record=record, stem=stems[path])
             item.page_futures = [pool.submit(_read_page, page, engine) for page in loaded.pages]
             pending.append(item)
             del loaded

@@ -341,7 +341,8 @@ def archive_store(settings: Settings):  # -> processors.archive.storage.ArchiveS
     """An ArchiveStore for the configured S3 (embedded or external) and bucket."""
     from processors.archive.storage import ArchiveStore
 
-    return ArchiveStore(settings.s3_url, settings.region, settings.bucket, s3_credentials(settings))
+    return ArchiveStore(settings.s3_url, settings.region, settings.bucket, s3_credentials(settings),
+                        integrity=settings.integrity)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- commands

@@ -24,6 +24,7 @@ from processors.archive.storage import (
     encode_metadata,
     end_of_day,
     keys_for,
+    record_id_of_key,
     retained_through,
 )
 
@@ -52,16 +53,20 @@ def _error_code(exc: ClientError) -> str:
 
 # ------------------------------------------------------------------ pure helpers
 def test_keys_for_layout():
-    keys = keys_for("2024-000123", 2024, ".TIF")
-    assert keys.document == "records/2024/2024-000123/document.pdf"
-    assert keys.original == "records/2024/2024-000123/original.tif"
-    assert keys.record == "records/2024/2024-000123/record.json"
-    assert keys_for("abc", None, "png").prefix == "records/unknown/abc/"
+    keys = keys_for("0123456789abcdef", ".TIF")
+    assert keys.document == "records/0123456789abcdef/document.pdf"
+    assert keys.original == "records/0123456789abcdef/original.tif"
+    assert keys.record == "records/0123456789abcdef/record.json"
     for bad_id in ("総務-1", "../x", "a/b", ""):
         with pytest.raises(ValueError):
-            keys_for(bad_id, 2024, "pdf")
+            keys_for(bad_id, "pdf")
     with pytest.raises(ValueError):
-        keys_for("abc", 2024, "p/df")
+        keys_for("abc", "p/df")
+    # both layouts are recognised when listing: this one and the older records/<fy>/<id>/
+    assert record_id_of_key(keys.record) == "0123456789abcdef"
+    assert record_id_of_key("records/2024/0123456789abcdef/record.json") == "0123456789abcdef"
+    assert record_id_of_key("records/unknown/abc/record.json") == "abc"
+    assert record_id_of_key(keys.document) is None and record_id_of_key("t/x/record.json") is None
 
 
 def test_metadata_encoding_round_trip_is_ascii():

@@ -79,3 +79,53 @@ def test_a_corrupt_file_is_quarantined_and_the_next_good_one_archived(kiroku_env
     good = render_notice_file(tmp_path / "報告.png", "庁舎点検の結果について（報告）", number="新総第９９号")
     (inbox / "報告.png").write_bytes(good.read_bytes())
     assert _wait_for((kiroku_env.done_dir / "報告.png").exists), f"failures: {running_watcher.failures}"
+
+
+def test_links_odd_names_and_empty_files_each_get_their_outcome(kiroku_env, running_watcher, tmp_path: Path) -> None:
+    """The manual check of issue 8, automated: a good scan with a Shift_JIS name, a link to
+    /etc/passwd, a dangling link, a zero-byte file and a 250-byte name, all at once."""
+    import base64
+    import os
+
+    from kiroku import wiring
+
+    inbox, quarantine = kiroku_env.inbox, kiroku_env.quarantine_dir
+    (inbox / "総務課").mkdir()
+    sjis = "庁舎点検（報告）.png".encode("cp932")
+    good = render_notice_file(tmp_path / "g.png", "庁舎点検の結果について（報告）", number="新総第７７号")
+    passwd_before = os.stat("/etc/passwd")
+    os.symlink("/etc/passwd", inbox / "総務課" / "passwd.png")
+    os.symlink(inbox / "消えた.pdf", inbox / "dangling.pdf")
+    (inbox / "空.pdf").write_bytes(b"")
+    long_name = "令和七年度第一回定例会議事録" * 5 + "（追加資料その二）abcdefghijklm.pdf"  # 254 bytes
+    assert 250 <= len(long_name.encode()) <= 255
+    (inbox / long_name).write_bytes(b"%PDF-1.4 truncated")
+    (inbox / "総務課" / os.fsdecode(sjis)).write_bytes(good.read_bytes())
+
+    done = kiroku_env.done_dir / "総務課" / os.fsdecode(sjis)
+    assert _wait_for(done.exists), f"failures: {running_watcher.failures}"
+    link_q = quarantine / "総務課" / "passwd.png"
+    assert _wait_for(lambda: os.path.islink(link_q) and os.path.islink(quarantine / "dangling.pdf"))
+    empty_q = quarantine / "空.pdf"
+    assert _wait_for(lambda: Path(f"{empty_q}.error.txt").exists())
+    assert _wait_for(lambda: any(p.name.endswith(".pdf.error.txt") and p.name.startswith("令和七年度")
+                                 for p in quarantine.iterdir()))
+
+    # the link's target was never read, moved or written
+    after = os.stat("/etc/passwd")
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (passwd_before.st_ino, passwd_before.st_mtime_ns,
+                                                                 passwd_before.st_size)
+    assert os.readlink(link_q) == "/etc/passwd"
+    # reasons in plain Japanese first
+    for note in (Path(f"{link_q}.error.txt"), Path(f"{empty_q}.error.txt")):
+        text = note.read_text(encoding="utf-8")
+        assert text.startswith("この書類は保管できませんでした") and "対処:" in text and "reason:" in text
+    assert all(len(os.fsencode(p.name)) <= 255 for p in quarantine.iterdir())
+    # the Shift_JIS name is kept for people and as its bytes
+    hits = wiring.catalog(kiroku_env).search("庁舎点検")
+    assert len(hits) == 1
+    record = wiring.catalog(kiroku_env).get(hits[0].record_id)
+    assert record.source.filename == "庁舎点検（報告）.png"
+    assert base64.b64decode(record.source.filename_bytes) == sjis
+    assert record.source.department == "総務課"
+    assert not any(inbox.rglob("*.*")), list(inbox.rglob("*"))  # nothing left waiting in the inbox

@@ -624,13 +624,16 @@ class Catalog:
         title_hits = _sum([case((r.c.norm_title.contains(t, autoescape=True), 1), else_=0) for t in terms], zero)
         exact = _sum(exact_parts, zero)
         bound = _sum(bound_parts, zero)
+        # The last tie-break is the record id (byte order), not the row's insertion order, so
+        # a catalog rebuilt from the bucket lists equal hits exactly as the original did.
+        id_order = r.c.id if self.dialect == "sqlite" else r.c.id.collate("C")
         stmt = (
-            select(r.c.pk, title_hits.label("title_hits"), exact.label("exact"), bound.label("bound"),
+            select(r.c.pk, r.c.id, title_hits.label("title_hits"), exact.label("exact"), bound.label("bound"),
                    r.c.document_date, r.c.stored_at)
             .select_from(source)
             .where(*conditions)
             .order_by(title_hits.desc(), (exact + bound).desc(), r.c.document_date.desc().nulls_last(),
-                      r.c.stored_at.desc().nulls_last(), r.c.pk.desc())
+                      r.c.stored_at.desc().nulls_last(), id_order.desc())
         )
         if not long_terms:
             stmt = stmt.limit(limit)
@@ -830,7 +833,7 @@ def _sum(parts: Sequence[object], empty: object) -> object:
 def _sort_key(title_hits: int, occurrences: int, row: object) -> tuple:
     """Python's version of the ORDER BY in `search` (all descending, NULL dates last)."""
     day, stored = row.document_date, row.stored_at  # type: ignore[attr-defined]
-    return (title_hits, occurrences, (1, day) if day else (0,), (1, stored) if stored else (0,), row.pk)  # type: ignore[attr-defined]
+    return (title_hits, occurrences, (1, day) if day else (0,), (1, stored) if stored else (0,), row.id)  # type: ignore[attr-defined]
 
 
 def _upsert(conn: Connection, record: Record, row: dict[str, object], text_row: dict[str, object]) -> None:

@@ -1,31 +1,62 @@
 """The watch folder's rules: which files are scans, whose they are, when they are complete, where they go.
 
+Intake touches only the inbox (docs/archive-path.md §4):
+
+- the inbox is walked with os.scandir and lstat, never following a link: a symlink
+  is refused and the *link itself* goes to quarantine; its target is never read,
+  moved or written (kiroku may run as root, and a link could point anywhere);
+- a department is one plain folder name, checked before it is used in any path, and
+  every destination is checked to lie inside var/done or var/quarantine;
+- a move is all or nothing: a rename on one file system, else a hidden temporary
+  copy that is synced and renamed into place before the source is unlinked; if
+  anything fails, the copy is removed and the scan stays in the inbox;
+- names are kept as they are on disk, shortened with a hash only when they would not
+  fit NAME_MAX, and never overwrite an earlier file.
+
 Pure functions over paths, so the watcher (flows/watch.py) stays orchestration only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import fcntl
 import os
-import shutil
+import stat
+import threading
+import unicodedata
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from processors.archive import failures
+from processors.archive.failures import InputRejected, TransientFailure
+from processors.archive.names import display_name, fit_name, name_bytes_b64, readable
+
 IGNORED_PREFIXES = (".", "~", "_")
 IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".partial", ".swp", ".error.txt")
+ERROR_SUFFIX = ".error.txt"
+MAX_DEPTH = 8  # folders below a department (年度/月/...) are walked this deep, no deeper
+_TEMP_PREFIX = ".kiroku-tmp-"
+
+LINK_REFUSED = "シンボリックリンク（リンク・ショートカット）は受け付けません。リンク先のファイルそのものを受付フォルダに入れてください。"
 
 
-def is_candidate(path: Path) -> bool:
-    """A file worth looking at: not hidden, not a temp file a scanner or copier is still writing."""
-    name = path.name
-    return (path.is_file() and not name.startswith(IGNORED_PREFIXES)
-            and not name.lower().endswith(IGNORED_SUFFIXES))
+class DepartmentRefused(InputRejected):
+    """A department name that is not one plain folder name (it could point outside kiroku's folders)."""
 
 
-def department_for(path: Path, inbox: Path) -> str | None:
-    """The inbox sub-folder a scan was dropped in (e.g. 総務課); None for files directly in the inbox."""
-    rel = path.resolve().relative_to(inbox.resolve())
-    return rel.parts[0] if len(rel.parts) > 1 else None
+class MoveFailed(TransientFailure):
+    """A scan could not be moved out of the inbox (disk full, permissions): it stays where it was."""
+
+
+class LinkRefused(InputRejected):
+    """A symbolic link was dropped into the inbox."""
+
+
+# --------------------------------------------------------------------------- what is in the inbox
 
 
 @dataclass(frozen=True)
@@ -34,91 +65,383 @@ class FileState:
     mtime_ns: int
 
 
-def file_state(path: Path) -> FileState | None:
+@dataclass(frozen=True)
+class Entry:
+    """Something in the inbox worth acting on: a regular file, or a link to refuse."""
+
+    path: Path
+    link: bool
+    state: FileState
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(IGNORED_PREFIXES) or name.lower().endswith(IGNORED_SUFFIXES)
+
+
+def is_candidate(path: Path) -> bool:
+    """A regular file worth looking at (a link is not one): not hidden, not a temp file still being written."""
+    if _ignored(path.name):
+        return False
     try:
-        st = path.stat()
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def is_link(path: Path) -> bool:
+    """Whether the path itself is a symbolic link (dangling or not)."""
+    return os.path.islink(path)
+
+
+def scan(root: Path) -> list[Entry]:
+    """Every scan and every link in the inbox, found without following any link.
+
+    Folders are entered only when they are real folders (a link to a folder is an
+    entry to refuse, not a place to look into); hidden folders and temporary files
+    are skipped; FIFOs, sockets and devices are never opened.
+    """
+    found: list[Entry] = []
+
+    def walk(folder: str, depth: int) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            return  # a folder removed or unreadable while we looked: the next look sees it
+        for e in entries:
+            if _ignored(e.name):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                found.append(Entry(Path(e.path), True, FileState(st.st_size, st.st_mtime_ns)))
+            elif stat.S_ISDIR(st.st_mode):
+                if depth < MAX_DEPTH:
+                    walk(e.path, depth + 1)
+            elif stat.S_ISREG(st.st_mode):
+                found.append(Entry(Path(e.path), False, FileState(st.st_size, st.st_mtime_ns)))
+
+    walk(os.fspath(root), 0)
+    found.sort(key=lambda e: os.fsencode(e.path))
+    return found
+
+
+def file_state(path: Path) -> FileState | None:
+    """Size and modification time of the path itself (lstat: a link is not followed)."""
+    try:
+        st = os.lstat(path)
     except OSError:
         return None
     return FileState(st.st_size, st.st_mtime_ns)
 
 
-def open_for_writing(path: Path) -> bool:
+def open_for_writing(path: Path, writers: set[tuple[int, int]] | None = None) -> bool:
     """Whether any process on this machine holds the file open for writing (Linux /proc).
 
     A copy over a slow share can pause for longer than any quiet period we would wait,
     so "unchanged for a while" alone would hand a half-written scan to the pipeline.
     Where /proc cannot be read (other systems, other users' processes), the quiet
-    period is the only guard.
+    period is the only guard. Pass `writers` (from `open_for_writing_set`) when asking
+    about many files in one look: walking /proc costs about 0.1 s.
     """
     try:
-        target = os.stat(path)
+        target = os.lstat(path)
     except OSError:
         return False
+    if not stat.S_ISREG(target.st_mode):
+        return False
+    if writers is None:
+        writers = open_for_writing_set()
+    return (target.st_dev, target.st_ino) in writers
+
+
+def open_for_writing_set() -> set[tuple[int, int]]:
+    """(device, inode) of every file some process on this machine has open for writing."""
+    found: set[tuple[int, int]] = set()
     proc = Path("/proc")
     if not proc.is_dir():
-        return False
+        return found
     for pid_dir in proc.iterdir():
         if not pid_dir.name.isdigit():
             continue
         fd_dir = pid_dir / "fd"
         try:
-            fds = list(fd_dir.iterdir())
+            fds = os.listdir(fd_dir)
         except OSError:
             continue
         for fd in fds:
             try:
-                st = os.stat(fd)
-            except OSError:
-                continue
-            if st.st_ino != target.st_ino or st.st_dev != target.st_dev:
-                continue
-            try:
-                flags = (pid_dir / "fdinfo" / fd.name).read_text()
+                flags = (pid_dir / "fdinfo" / fd).read_text()
             except OSError:
                 continue
             for line in flags.splitlines():
                 if line.startswith("flags:"):
-                    mode = int(line.split()[1], 8) & 0o3
-                    if mode in (os.O_WRONLY, os.O_RDWR):
-                        return True
-    return False
+                    if int(line.split()[1], 8) & 0o3 in (os.O_WRONLY, os.O_RDWR):
+                        try:
+                            st = os.stat(fd_dir / fd)
+                        except OSError:
+                            break
+                        if stat.S_ISREG(st.st_mode):
+                            found.add((st.st_dev, st.st_ino))
+                    break
+    return found
 
 
-def unique_destination(folder: Path, name: str) -> Path:
-    """A path in folder for name that does not overwrite an earlier file of the same name."""
+def refuse_link(path: Path) -> None:
+    """Raise LinkRefused when the path is a symbolic link: kiroku never reads through one."""
+    if is_link(path):
+        try:
+            target = os.readlink(path)  # the link's own text; the target is not touched
+        except OSError:
+            target = "?"
+        raise LinkRefused(LINK_REFUSED, f"{display_name(path.name)} is a symbolic link to {display_name(target)}")
+
+
+# --------------------------------------------------------------------------- departments
+
+
+def safe_department(name: str | None) -> str | None:
+    """A department as kiroku uses it in paths: one plain folder name, NFC; None for none.
+
+    Refused (DepartmentRefused, a one-line Japanese message): '/', '\\', '..', NUL,
+    control characters, hidden names, names too long for one folder.
+    """
+    if name is None or name == "":
+        return None
+    text = unicodedata.normalize("NFC", display_name(name))
+    bad = ("/" in text or "\\" in text or text in (".", "..") or text.startswith(".")
+           or any(unicodedata.category(c) == "Cc" for c in text) or text.strip() != text
+           or len(text.encode("utf-8")) > 200)
+    if bad:
+        raise DepartmentRefused(
+            f"部署名「{text}」は使えません。部署名は「/」「\\」「..」を含まない、フォルダ名ひとつにしてください。",
+            f"department {text!r} is not a single plain folder name")
+    return text
+
+
+def department_for(path: Path, inbox: Path) -> str | None:
+    """The inbox sub-folder a scan was dropped in (e.g. 総務課); None for files directly in the inbox.
+
+    Worked out from the path's text alone (no resolve(), which would follow links).
+    """
+    rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(inbox))
+    return safe_department(rel.parts[0]) if len(rel.parts) > 1 else None
+
+
+def destination_folder(root: Path, department: str | None) -> Path:
+    """root/<department>, created, checked to be a real folder inside root (never a link out of it)."""
+    dept = safe_department(department)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / dept if dept else root
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([os.path.realpath(folder), real_root]) != real_root:
+        raise DepartmentRefused(f"部署フォルダ「{dept}」が{root}の外を指しています。",
+                                f"{folder} resolves outside {root}")
+    folder.mkdir(exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(folder).st_mode):
+        raise DepartmentRefused(f"部署フォルダ「{dept}」がフォルダではありません（リンクなど）。",
+                                f"{folder} is not a plain folder")
+    return folder
+
+
+# --------------------------------------------------------------------------- moving out of the inbox
+
+_move_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """One chooser of names at a time per done/quarantine root, across threads and processes."""
+    with _move_guard:
+        fd = os.open(root / ".kiroku-names.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def unique_destination(folder: Path, name: str, *, reserve: int = 0) -> Path:
+    """A path in folder for name that overwrites nothing and fits NAME_MAX (with `reserve` bytes spare).
+
+    Taken names include dangling links (lexists), so a quarantined link is never replaced.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    candidate = folder / name
-    if not candidate.exists():
+    candidate = folder / fit_name(name, reserve=reserve)
+    if not os.path.lexists(candidate) and not os.path.lexists(f"{candidate}{ERROR_SUFFIX}"):
         return candidate
     stem, suffix = os.path.splitext(name)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     n = 1
     while True:
-        candidate = folder / f"{stem}.{stamp}-{n}{suffix}"
-        if not candidate.exists():
+        candidate = folder / fit_name(f"{stem}.{stamp}-{n}{suffix}", reserve=reserve)
+        if not os.path.lexists(candidate) and not os.path.lexists(f"{candidate}{ERROR_SUFFIX}"):
             return candidate
         n += 1
 
 
-def move_to(path: Path, folder: Path, department: str | None) -> Path:
-    """Move a finished scan out of the inbox, keeping its department folder."""
-    dest = unique_destination(folder / department if department else folder, path.name)
-    shutil.move(str(path), dest)
-    return dest
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def quarantine(path: Path, folder: Path, department: str | None, reason: str) -> Path:
-    """Move a scan that could not be archived aside, with <file>.error.txt saying why.
+def _copy_exactly(src: Path, tmp: Path) -> None:
+    """src's bytes (or, for a link, the link itself) into tmp, synced; never through a link."""
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), tmp)
+        return
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            while chunk := os.read(fin, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fout, view):]
+            os.fsync(fout)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
-    The scan itself is never deleted: a records officer can fix and re-drop it.
+
+def _move_exactly(src: Path, dest: Path) -> None:
+    """src to dest, all or nothing; dest is known to be free (chosen under the folder lock)."""
+    try:
+        os.rename(src, dest)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dest.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
+    try:
+        _copy_exactly(src, tmp)
+        os.rename(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        _fsync_dir(dest.parent)
+        os.unlink(src)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(dest)  # the scan is still in the inbox: leave no second copy
+        raise
+
+
+def _move_failed(path: Path, exc: OSError) -> MoveFailed:
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    japanese = ("移動先のディスクがいっぱいです。書類は受付フォルダに残し、空きができしだい自動で再試行します。" if full
+                else "書類を受付フォルダから移動できませんでした。書類は受付フォルダに残し、自動で再試行します。")
+    return MoveFailed(japanese, f"moving {display_name(path.name)}: {type(exc).__name__}: {exc}")
+
+
+def move_to(path: Path, folder: Path, department: str | None, *, reserve: int = 0) -> Path:
+    """Move a scan (or a refused link) out of the inbox into folder/<department>; returns where it went.
+
+    Raises MoveFailed (transient: the scan is still in the inbox, no copy left behind)
+    when it cannot be moved, e.g. done/ is full.
     """
-    dest = move_to(path, folder, department)
-    note = dest.with_name(dest.name + ".error.txt")
-    note.write_text(
-        f"file: {path.name}\n"
-        f"department: {department or '-'}\n"
-        f"quarantined at: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
-        f"reason: {reason}\n",
-        encoding="utf-8",
-    )
+    try:
+        target = destination_folder(folder, department)
+        with _folder_lock(folder):
+            dest = unique_destination(target, path.name, reserve=reserve)
+            _move_exactly(path, dest)
+    except OSError as exc:
+        raise _move_failed(path, exc) from exc
     return dest
+
+
+# --------------------------------------------------------------------------- quarantine
+
+ADVICE = {
+    "rejected": "ファイルを開いて内容を確かめ、読める形に直してから受付フォルダに入れ直してください。",
+    "crashed": "読み取りが何度も異常終了しました。ファイルが開けるか確かめ、PDFやTIFFで保存し直して入れ直してください。"
+               "直らないときはシステム担当者に連絡してください。",
+    "link": "リンクではなく、ファイルそのものを受付フォルダに入れてください。リンク先のファイルには何もしていません。",
+}
+
+
+def reason_text(name: str, department: str | None, reason: str | BaseException, *,
+                advice: str | None = None, when: dt.datetime | None = None) -> str:
+    """The <name>.error.txt a records officer opens: what is wrong and what to do, in Japanese; then English."""
+    when = when or dt.datetime.now().astimezone()
+    if isinstance(reason, BaseException):
+        japanese = reason.japanese if isinstance(reason, failures.KirokuFailure) else failures.describe(reason)
+        detail = failures.describe(reason)
+        kind = "link" if isinstance(reason, LinkRefused) else failures.failure_kind(reason)
+        advice = advice or ADVICE.get(kind, ADVICE["rejected"])
+    else:
+        japanese = detail = reason
+        advice = advice or ADVICE["rejected"]
+    japanese, detail = readable(japanese), readable(detail)
+    shown = display_name(name)
+    raw = name_bytes_b64(name)
+    lines = [
+        "この書類は保管できませんでした。受付フォルダから隔離フォルダ（quarantine）に移しました。",
+        f"理由: {japanese}",
+        f"対処: {advice}",
+        f"ファイル名: {shown}",
+        f"部署: {department or '-'}",
+        f"隔離日時: {when.isoformat(timespec='seconds')}",
+        "",
+        "--- English ---",
+        f"file: {shown}" + (f" (name bytes on disk, base64: {raw})" if raw else ""),
+        f"department: {department or '-'}",
+        f"quarantined at: {when.isoformat(timespec='seconds')}",
+        f"reason: {detail}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def quarantine(path: Path, folder: Path, department: str | None, reason: str | BaseException,
+               *, advice: str | None = None) -> Path:
+    """Move a scan that cannot be archived aside, with <file>.error.txt saying why; returns where it went.
+
+    The reason file is written first (to a hidden name) so that a full disk leaves the
+    scan in the inbox rather than in quarantine without its reason. The scan itself is
+    never deleted: a records officer can fix and re-drop it. Raises MoveFailed when
+    nothing was moved.
+    """
+    text = reason_text(path.name, department, reason, advice=advice)
+    try:
+        target = destination_folder(folder, department)
+        tmp_note = target / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+        with _folder_lock(folder):
+            dest = unique_destination(target, path.name, reserve=len(ERROR_SUFFIX))
+            note = Path(f"{dest}{ERROR_SUFFIX}")
+            try:
+                fd = os.open(tmp_note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                try:
+                    data = memoryview(text.encode("utf-8"))
+                    while data:
+                        data = data[os.write(fd, data):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                _move_exactly(path, dest)
+                os.rename(tmp_note, note)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_note)
+                raise
+    except OSError as exc:
+        raise _move_failed(path, exc) from exc
+    return dest
+
+
+def quarantine_link(path: Path, folder: Path, department: str | None) -> Path:
+    """Move a symbolic link itself (never its target) to quarantine, saying why."""
+    try:
+        refuse_link(path)
+    except LinkRefused as exc:
+        return quarantine(path, folder, department, exc)
+    raise ValueError(f"{path} is not a symbolic link")

@@ -1,6 +1,9 @@
 """Stage "store": put an archived record into S3 so that nobody can alter or delete it.
 
-Three objects are written per record under records/<fiscal year>/<record id>/:
+Three objects are written per record under records/<record id>/ (the id is the
+scan's SHA-256[:16], so the key depends on nothing but the content; archives
+written by earlier versions used records/<fiscal year>/<record id>/, which every
+listing still reads):
 document.pdf (the searchable PDF/A), original.<ext> (the scan exactly as received)
 and record.json (the full Record, UTF-8). Each one is
 
@@ -19,6 +22,14 @@ while allowing it to be extended. A retain-until date in the past is refused (40
 S3 user metadata must be ASCII and loses surrounding blanks, so values are stored
 encoded (see encode_metadata); the authoritative Japanese record is record.json.
 
+Uploads are never retried by botocore: a PUT that timed out may still have been
+stored (SeaweedFS paused, then resumed, kept both attempts as two locked versions).
+`put_once` asks the bucket whether the earlier attempt landed before it tries again.
+
+A bucket without Object Lock (some domestic S3 services have none) is used only in
+the stated tamper-evident mode (`integrity="tamper-evident"`): versioning on, every
+object's SHA-256 in record.json, and `kiroku verify` run on a schedule.
+
 No Prefect here: the flow wraps these calls in a task and retries on
 TransientStorageError.
 """
@@ -29,13 +40,23 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
+
+from processors.archive.failures import KirokuFailure, TransientFailure
+
+log = logging.getLogger(__name__)
 
 COMPLIANCE = "COMPLIANCE"
+OBJECT_LOCK = "object-lock"
+TAMPER_EVIDENT = "tamper-evident"
+Integrity = Literal["object-lock", "tamper-evident"]
+PROBE_PREFIX = "kiroku-probe/"  # outside records/, so verify never counts it
 JST = dt.timezone(dt.timedelta(hours=9), "JST")  # Japan has no daylight saving time
 SHA256_META = "sha256"  # hex digest also kept in user metadata, independent of S3 checksum support
 METADATA_LIMIT = 2048  # bytes of user metadata (keys + values) S3 accepts
@@ -60,16 +81,37 @@ class StorageError(Exception):
         self.code = code
 
 
-class TransientStorageError(StorageError):
-    """Worth retrying later: connection refused/reset, timeouts, 5xx, throttling."""
+class TransientStorageError(StorageError, TransientFailure):
+    """Worth retrying later: connection refused/reset, timeouts, 5xx, throttling.
+
+    A TransientFailure, so the intake keeps the scan in the inbox instead of
+    quarantining it; the records officer reads the Japanese half of the message.
+    """
+
+    JAPANESE = "保存先ストレージに一時的に接続できません。復旧後に自動で再試行します"
+
+    def __init__(self, message: str, code: str | None = None):
+        KirokuFailure.__init__(self, self.JAPANESE, message)
+        self.code = code
 
 
 class IntegrityError(StorageError):
     """The bytes read back do not match the SHA-256 they were stored with."""
 
 
-class ObjectLockError(StorageError):
-    """The bucket cannot hold locked objects (Object Lock or versioning not enabled)."""
+class ObjectLockError(StorageError, TransientFailure):
+    """The bucket cannot hold locked objects (Object Lock or versioning not enabled).
+
+    A configuration problem, not the scan's: scans wait in the inbox (TransientFailure)
+    until the operator points kiroku at a bucket that locks, or states tamper-evident mode.
+    """
+
+    JAPANESE = ("保存先バケットがオブジェクトロックに対応していないため保存できません。"
+                "設定を確認してください(kiroku.toml の [storage])")
+
+    def __init__(self, message: str, code: str | None = None):
+        KirokuFailure.__init__(self, self.JAPANESE, message)
+        self.code = code
 
 
 class RetentionError(StorageError):
@@ -129,6 +171,46 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class ObjectVersion:
+    """One entry of ListObjectVersions (a delete marker has no size or checksum)."""
+
+    key: str
+    version_id: str
+    last_modified: dt.datetime
+    size: int = 0
+    is_latest: bool = False
+    delete_marker: bool = False
+
+
+@dataclass(frozen=True)
+class BucketProbe:
+    """What the bucket can promise, found at start-up (`ArchiveStore.probe`)."""
+
+    bucket: str
+    versioning: str | None  # "Enabled", "Suspended" or None (never enabled)
+    object_lock: bool
+    default_lock_mode: str | None  # the bucket's default retention mode, if it has one
+    sha256_checksums: bool  # the server refuses an upload whose x-amz-checksum-sha256 is wrong
+
+    @property
+    def locks(self) -> bool:
+        return self.object_lock and self.versioning == "Enabled"
+
+    def describe(self, integrity: str) -> str:
+        """One line for `kiroku services status`: Japanese first, English after."""
+        checks = "SHA-256 照合あり" if self.sha256_checksums else "SHA-256 照合なし(サーバーが検査しない)"
+        if integrity == TAMPER_EVIDENT:
+            return (f"保管方式: 改ざん検知モード(オブジェクトロックなし。バージョン管理 {self.versioning or '無効'}、"
+                    f"{checks}、`kiroku verify` を定期実行して保全を確認) "
+                    f"(bucket {self.bucket}: tamper-evident, no Object Lock, versioning {self.versioning})")
+        if self.locks:
+            return (f"保管方式: オブジェクトロック(COMPLIANCE、保存期間中は削除・上書き不可)、{checks} "
+                    f"(bucket {self.bucket}: Object Lock enabled, default mode {self.default_lock_mode or 'none'})")
+        return (f"保管方式: ロックできないバケットです。保存を拒否します "
+                f"(bucket {self.bucket}: no Object Lock; set [storage] integrity = \"tamper-evident\" to use it)")
+
+
+@dataclass(frozen=True)
 class RecordKeys:
     prefix: str
     document: str
@@ -137,21 +219,30 @@ class RecordKeys:
 
 
 # --------------------------------------------------------------------------- pure helpers
-def keys_for(record_id: str, fiscal_year: int | None, original_ext: str) -> RecordKeys:
-    """Object keys of one record: records/<fiscal_year or 'unknown'>/<record id>/...
+_RECORD_JSON = re.compile(r"^records/(?:(?:\d{4}|unknown)/)?([A-Za-z0-9][A-Za-z0-9._-]*)/record\.json$")
 
-    Grouping by 年度 matches how retention runs out (a whole year's files are
-    transferred or disposed of together) and keeps listings of one year cheap.
+
+def keys_for(record_id: str, original_ext: str) -> RecordKeys:
+    """Object keys of one record: records/<record id>/{original.<ext>,document.pdf,record.json}.
+
+    The key depends on the content alone (record id = SHA-256[:16] of the scan), so a
+    second pass, another machine or a rebuilt catalog all find the same place. The
+    fiscal year is not in the key: it is read from the text and could change with a
+    correction, and a second pass must not land elsewhere because of it.
     """
     if not _ID.match(record_id) or ".." in record_id:
         raise ValueError(f"record id must be ASCII letters, digits, '.', '_' or '-': {record_id!r}")
     ext = original_ext.lower().lstrip(".")
     if not _EXT.match(ext):
         raise ValueError(f"unusable original file extension: {original_ext!r}")
-    if fiscal_year is not None and not 1868 <= int(fiscal_year) <= 9999:
-        raise ValueError(f"implausible fiscal year: {fiscal_year!r}")
-    prefix = f"records/{fiscal_year if fiscal_year is not None else 'unknown'}/{record_id}/"
+    prefix = f"records/{record_id}/"
     return RecordKeys(prefix, prefix + "document.pdf", prefix + f"original.{ext}", prefix + "record.json")
+
+
+def record_id_of_key(key: str) -> str | None:
+    """The record id if `key` is a record.json, in this layout or the older records/<fy>/<id>/ one."""
+    m = _RECORD_JSON.match(key)
+    return m.group(1) if m else None
 
 
 def end_of_day(day: dt.date) -> dt.datetime:
@@ -258,44 +349,78 @@ class ArchiveStore:
 
     def __init__(self, endpoint_url: str | None, region: str, bucket: str,
                  credentials: S3Credentials | None = None, *, max_attempts: int = 3,
-                 connect_timeout: float = 5.0, read_timeout: float = 60.0):
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0,
+                 upload_read_timeout: float = 300.0, integrity: Integrity = OBJECT_LOCK):
+        if integrity not in (OBJECT_LOCK, TAMPER_EVIDENT):
+            raise ValueError(f"storage integrity must be {OBJECT_LOCK!r} or {TAMPER_EVIDENT!r}: {integrity!r}")
         self.endpoint_url = endpoint_url
         self.region = region
         self.bucket = bucket
+        self.integrity: Integrity = integrity
         self._credentials = credentials
         self._max_attempts = max_attempts
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._upload_read_timeout = upload_read_timeout
         self._client: Any = None
+        self._upload_client: Any = None
+
+    @property
+    def locking(self) -> bool:
+        """Whether objects are stored under Object Lock (False only in tamper-evident mode)."""
+        return self.integrity == OBJECT_LOCK
 
     def __repr__(self) -> str:
         return f"ArchiveStore({self.endpoint_url!r}, {self.region!r}, {self.bucket!r})"
 
+    def _make_client(self, *, total_attempts: int, read_timeout: float) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            region_name=self.region,
+            connect_timeout=self._connect_timeout,
+            read_timeout=read_timeout,
+            # total_max_attempts counts the first request; botocore's `max_attempts` does not
+            # (max_attempts=1 still re-sends once: measured, two versions from one PUT).
+            retries={"total_max_attempts": total_attempts, "mode": "standard"},
+            # SeaweedFS and most on-premises S3 need path-style URLs.
+            s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+            # boto3 >= 1.36 adds CRC checksums to every request and insists on them in
+            # responses unless told otherwise, which many S3-compatible services reject.
+            # kiroku sends its own SHA-256 explicitly and asks for it back (ChecksumMode).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        kwargs = self._credentials.boto3_kwargs() if self._credentials else {}
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config, **kwargs)
+
     @property
     def client(self) -> Any:
-        """The boto3 S3 client (created on first use; boto3 clients are thread-safe)."""
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
+        """The boto3 S3 client for reads and small calls (created on first use; thread-safe).
 
-            config = Config(
-                region_name=self.region,
-                connect_timeout=self._connect_timeout,
-                read_timeout=self._read_timeout,
-                # Modest: the Prefect task retries on TransientStorageError with backoff.
-                retries={"max_attempts": self._max_attempts, "mode": "standard"},
-                # SeaweedFS and most on-premises S3 need path-style URLs.
-                s3={"addressing_style": "path" if self.endpoint_url else "auto"},
-            )
-            kwargs = self._credentials.boto3_kwargs() if self._credentials else {}
-            self._client = boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint_url, config=config, **kwargs)
+        Modest retries: the Prefect task retries on TransientStorageError with backoff.
+        """
+        if self._client is None:
+            self._client = self._make_client(total_attempts=self._max_attempts, read_timeout=self._read_timeout)
         return self._client
 
+    @property
+    def upload_client(self) -> Any:
+        """The client for PUTs: botocore's own retries off, a generous read timeout.
+
+        botocore re-sends a PUT after a read timeout; when the server was only paused
+        it then stores both. kiroku's own retry (`put_once`) first asks the bucket.
+        """
+        if self._upload_client is None:
+            self._upload_client = self._make_client(total_attempts=1, read_timeout=self._upload_read_timeout)
+        return self._upload_client
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (self._client, self._upload_client):
+            if client is not None:
+                client.close()
+        self._client = self._upload_client = None
 
     @contextlib.contextmanager
     def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
@@ -327,7 +452,8 @@ class ArchiveStore:
 
         An existing bucket without Object Lock is refused: objects in it could be
         deleted, and Object Lock cannot be switched on for a bucket afterwards on
-        most servers. Safe to call repeatedly and concurrently.
+        most servers. In tamper-evident mode the bucket is created (or kept) without
+        Object Lock and versioning is switched on. Safe to call repeatedly and concurrently.
         """
         from botocore.exceptions import ClientError
 
@@ -345,7 +471,9 @@ class ArchiveStore:
             with self._errors("HeadBucket"):
                 raise
         if not exists:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "ObjectLockEnabledForBucket": True}
+            kwargs: dict[str, Any] = {"Bucket": self.bucket}
+            if self.locking:
+                kwargs["ObjectLockEnabledForBucket"] = True
             if self.region and self.region != "us-east-1":
                 kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
             try:
@@ -357,7 +485,83 @@ class ArchiveStore:
             except Exception:
                 with self._errors("CreateBucket"):
                     raise
-        self.check_object_lock()
+        if self.locking:
+            self.check_object_lock()
+        else:
+            self._ensure_versioning()
+
+    def _ensure_versioning(self) -> None:
+        """Tamper-evident mode: versioning must be on, so an overwrite keeps the old bytes."""
+        with self._errors("GetBucketVersioning"):
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        if status == "Enabled":
+            return
+        with self._errors("PutBucketVersioning"):
+            self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+        with self._errors("GetBucketVersioning"):
+            status = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        if status != "Enabled":
+            raise ObjectLockError(f"bucket {self.bucket!r}: versioning could not be enabled ({status!r}); "
+                                  f"tamper-evident mode needs it")
+
+    def probe(self) -> BucketProbe:
+        """What the bucket promises: versioning, Object Lock (and its default mode), SHA-256 checks.
+
+        The checksum test sends a tiny upload under kiroku-probe/ with a deliberately
+        wrong x-amz-checksum-sha256: a server that honours checksums refuses it and
+        stores nothing; one that accepts it is reported (and the probe version removed
+        when the bucket allows).
+        """
+        from botocore.exceptions import ClientError
+
+        with self._errors("GetBucketVersioning"):
+            versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+        object_lock, default_mode = False, None
+        try:
+            conf = self.client.get_object_lock_configuration(Bucket=self.bucket).get("ObjectLockConfiguration", {})
+            object_lock = conf.get("ObjectLockEnabled") == "Enabled"
+            default_mode = conf.get("Rule", {}).get("DefaultRetention", {}).get("Mode")
+        except ClientError as e:
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status >= 500 or status == 429:
+                with self._errors("GetObjectLockConfiguration"):
+                    raise
+            # ObjectLockConfigurationNotFoundError, NotImplemented...: no Object Lock
+        except Exception:
+            with self._errors("GetObjectLockConfiguration"):
+                raise
+        body = b"kiroku checksum probe"
+        wrong = _b64(hashlib.sha256(b"not the body").digest())
+        honoured = False
+        try:
+            r = self.upload_client.put_object(Bucket=self.bucket, Key=PROBE_PREFIX + "checksum", Body=body,
+                                              ChecksumAlgorithm="SHA256", ChecksumSHA256=wrong)
+            with contextlib.suppress(Exception):  # a default retention may forbid it: then it stays
+                self.client.delete_object(Bucket=self.bucket, Key=PROBE_PREFIX + "checksum",
+                                          VersionId=r.get("VersionId") or "null")
+        except ClientError as e:
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status >= 500 or status == 429:
+                with self._errors("PutObject (checksum probe)"):
+                    raise
+            honoured = status == 400
+        except Exception:
+            with self._errors("PutObject (checksum probe)"):
+                raise
+        return BucketProbe(self.bucket, versioning, object_lock, default_mode, honoured)
+
+    def require_storable(self, probe: BucketProbe | None = None) -> BucketProbe:
+        """Refuse to store unless the bucket locks, or tamper-evident mode was chosen and versioning is on."""
+        probe = probe or self.probe()
+        if self.locking and not probe.locks:
+            raise ObjectLockError(
+                f"bucket {self.bucket!r} has no Object Lock (versioning {probe.versioning!r}); kiroku stores "
+                f"nothing it cannot lock. Use a bucket with Object Lock, or state [storage] integrity = "
+                f'"tamper-evident" (KIROKU_STORAGE_INTEGRITY) and schedule `kiroku verify`')
+        if not self.locking and probe.versioning != "Enabled":
+            raise ObjectLockError(f"bucket {self.bucket!r}: tamper-evident mode needs versioning, which is "
+                                  f"{probe.versioning!r}")
+        return probe
 
     def check_object_lock(self) -> None:
         """Raise ObjectLockError unless the bucket has Object Lock and versioning enabled."""
@@ -404,47 +608,192 @@ class ArchiveStore:
         Raises IntegrityError if the bytes read back differ (the bad version stays, locked,
         and its id is in the message), TransientStorageError for retryable faults.
         """
-        _check_key(key)
-        if retain_until is None and not legal_hold:
-            raise ValueError(f"{key}: give retain_until (満了日) or legal_hold=True; kiroku stores nothing unlocked")
-        until = end_of_day(retain_until) if retain_until is not None else None
-        if until is not None and until <= dt.datetime.now(dt.timezone.utc):
-            raise ValueError(f"{key}: 満了日 {retain_until} has already passed; the record is due for "
-                             f"disposition and cannot be locked until then (use legal_hold=True to keep it)")
-        digest, size = _sha256_of(data)
+        until, digest, size = self._prepare_put(key, data, retain_until, legal_hold)
         sha_hex = digest.hex()
-        meta = encode_metadata({**(metadata or {}), SHA256_META: sha_hex})
-
         if reuse_existing:
             existing = self._reusable(key, sha_hex, until, legal_hold)
             if existing is not None:
                 self._verify_version(key, existing, sha_hex, size)
                 return StoredObject(key, existing, sha_hex, size, reused=True)
+        version_id = self._put_new(key, data, digest, content_type=content_type, metadata=metadata,
+                                   until=until, legal_hold=legal_hold)
+        self._verify_version(key, version_id, sha_hex, size)
+        return StoredObject(key, version_id, sha_hex, size)
 
+    def put_once(self, key: str, data: bytes | Path, *, content_type: str,
+                 metadata: Mapping[str, str] | None = None, retain_until: dt.date | None = None,
+                 legal_hold: bool = False, expected_sha256: str | None = None) -> StoredObject:
+        """Store `data` under `key` unless a version is already there: never two versions of one key.
+
+        If the key has a version (an earlier, unfinished pass; a crash after the PUT
+        landed), that version is reused: read back and its SHA-256 checked, and its lock
+        lengthened if it is shorter than asked (extending is always allowed). With
+        `expected_sha256` (the original scan) only a version with those bytes can be
+        reused; otherwise (document.pdf, which embeds its creation time) any earlier
+        version of the key is this record's PDF/A. If two versions exist anyway
+        (another machine raced us) the oldest is taken, the same choice on every
+        machine, and the log says so.
+        """
+        until, digest, size = self._prepare_put(key, data, retain_until, legal_hold)
+        sha_hex = digest.hex()
+        chosen = self._oldest_usable(key, expected_sha256)
+        if chosen is not None:
+            info, _ = chosen
+            self._verify_version(key, info.version_id, info.sha256 or "", info.size)  # type: ignore[arg-type]
+            self._protect(info, until, legal_hold)
+            return StoredObject(key, info.version_id, info.sha256, info.size, reused=True)  # type: ignore[arg-type]
+        version_id = self._put_new(key, data, digest, content_type=content_type, metadata=metadata,
+                                   until=until, legal_hold=legal_hold)
+        # Another machine may have stored the same key at the same moment: converge on the oldest.
+        chosen = self._oldest_usable(key, expected_sha256)
+        if chosen is not None and chosen[0].version_id != version_id:
+            info = chosen[0]
+            log.warning("s3://%s/%s: another pass stored this key at the same time; using the oldest version "
+                        "%s, not ours (%s), which stays in the bucket unreferenced", self.bucket, key,
+                        info.version_id, version_id)
+            self._verify_version(key, info.version_id, info.sha256 or "", info.size)  # type: ignore[arg-type]
+            self._protect(info, until, legal_hold)
+            return StoredObject(key, info.version_id, info.sha256, info.size, reused=True)  # type: ignore[arg-type]
+        self._verify_version(key, version_id, sha_hex, size)
+        return StoredObject(key, version_id, sha_hex, size)
+
+    def _prepare_put(self, key: str, data: bytes | Path, retain_until: dt.date | None,
+                     legal_hold: bool) -> tuple[dt.datetime | None, bytes, int]:
+        _check_key(key)
+        if retain_until is None and not legal_hold:
+            raise ValueError(f"{key}: give retain_until (満了日) or legal_hold=True; kiroku stores nothing unlocked")
+        until = end_of_day(retain_until) if retain_until is not None else None
+        if self.locking and until is not None and until <= dt.datetime.now(dt.timezone.utc):
+            raise ValueError(f"{key}: 満了日 {retain_until} has already passed; the record is due for "
+                             f"disposition and cannot be locked until then (use legal_hold=True to keep it)")
+        digest, size = _sha256_of(data)
+        return until, digest, size
+
+    def _put_new(self, key: str, data: bytes | Path, digest: bytes, *, content_type: str,
+                 metadata: Mapping[str, str] | None, until: dt.datetime | None, legal_hold: bool,
+                 attempts: int = 3, pause: float = 1.0) -> str:
+        """PUT one new version, retrying only after asking the bucket whether the last attempt landed.
+
+        botocore does not retry (upload_client); a timeout or reset may still have been
+        stored by the server, so before each new attempt the key's versions are listed
+        and one holding our SHA-256 is taken as the result.
+        """
+        sha_hex = digest.hex()
         kwargs: dict[str, Any] = {
-            "Bucket": self.bucket, "Key": key, "ContentType": content_type, "Metadata": meta,
+            "Bucket": self.bucket, "Key": key, "ContentType": content_type,
+            "Metadata": encode_metadata({**(metadata or {}), SHA256_META: sha_hex}),
             "ChecksumAlgorithm": "SHA256", "ChecksumSHA256": _b64(digest),
         }
-        if until is not None:
-            kwargs.update(ObjectLockMode=COMPLIANCE, ObjectLockRetainUntilDate=until)
-        if legal_hold:
-            kwargs["ObjectLockLegalHoldStatus"] = "ON"
-        with self._errors("PutObject", key):
-            if isinstance(data, Path):
-                with data.open("rb") as body:
-                    response = self.client.put_object(Body=body, **kwargs)
-            else:
-                response = self.client.put_object(Body=bytes(data), **kwargs)
+        if self.locking:
+            if until is not None:
+                kwargs.update(ObjectLockMode=COMPLIANCE, ObjectLockRetainUntilDate=until)
+            if legal_hold:
+                kwargs["ObjectLockLegalHoldStatus"] = "ON"
+        response: dict[str, Any] | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._errors("PutObject", key):
+                    if isinstance(data, Path):
+                        with data.open("rb") as body:
+                            response = self.upload_client.put_object(Body=body, **kwargs)
+                    else:
+                        response = self.upload_client.put_object(Body=bytes(data), **kwargs)
+                break
+            except TransientStorageError as e:
+                log.warning("PUT s3://%s/%s attempt %d of %d failed (%s); checking whether it landed",
+                            self.bucket, key, attempt, attempts, e.detail)
+                time.sleep(pause * attempt)
+                try:
+                    landed = self._landed(key, sha_hex)
+                except TransientStorageError:
+                    if attempt == attempts:
+                        raise
+                    continue
+                if landed is not None:
+                    log.warning("PUT s3://%s/%s had landed after all (version %s); not sending it again",
+                                self.bucket, key, landed)
+                    return landed
+                if attempt == attempts:
+                    raise
+        assert response is not None
         version_id = response.get("VersionId")
-        if not version_id:
+        if not version_id or version_id == "null":
             raise ObjectLockError(f"s3://{self.bucket}/{key}: the server returned no version id; "
-                                  f"the bucket is not versioned, so the object is not locked")
+                                  f"the bucket is not versioned, so the object is not protected")
         returned = response.get("ChecksumSHA256")
         if returned and returned != _b64(digest):
             raise IntegrityError(f"s3://{self.bucket}/{key} version {version_id}: server computed SHA-256 "
                                  f"{_hex_from_b64(returned)}, expected {sha_hex}")
-        self._verify_version(key, version_id, sha_hex, size)
-        return StoredObject(key, version_id, sha_hex, size)
+        return version_id
+
+    def _landed(self, key: str, sha_hex: str) -> str | None:
+        """The id of a version of `key` holding these bytes (oldest first), if any."""
+        for version in self.versions_of(key):
+            if self.head(key, version.version_id).sha256 == sha_hex:
+                return version.version_id
+        return None
+
+    def _oldest_usable(self, key: str, expected_sha256: str | None) -> tuple[ObjectInfo, int] | None:
+        """(oldest version to reuse, how many versions the key has), or None if it has none.
+
+        Raises IntegrityError if versions exist but none holds `expected_sha256`.
+        """
+        versions = self.versions_of(key)
+        if not versions:
+            return None
+        infos = [self.head(key, v.version_id) for v in versions]
+        usable = [i for i in infos if expected_sha256 is None or i.sha256 == expected_sha256]
+        if not usable:
+            raise IntegrityError(f"s3://{self.bucket}/{key}: {len(infos)} version(s) exist, none with SHA-256 "
+                                 f"{expected_sha256}; not storing a second version over them")
+        if len(infos) > 1:
+            log.warning("s3://%s/%s has %d versions; using the oldest %s (deterministic choice)",
+                        self.bucket, key, len(infos), usable[0].version_id)
+        return usable[0], len(infos)
+
+    def _protect(self, info: ObjectInfo, until: dt.datetime | None, legal_hold: bool) -> None:
+        """Give a reused version at least the protection asked for (locks can only be lengthened)."""
+        if not self.locking or info.version_id is None:
+            return
+        if legal_hold and not info.legal_hold:
+            self.set_legal_hold(info.key, info.version_id, True)
+        if until is not None and (info.lock_mode != COMPLIANCE or info.retain_until is None
+                                  or info.retain_until < until):
+            self.extend_retention(info.key, info.version_id, retained_through(until))
+
+    # ----------------------------------------------------------------- listing
+    def list_versions(self, prefix: str) -> list[ObjectVersion]:
+        """Every version and delete marker under `prefix`, oldest first per key (paginated).
+
+        The order within a key is the server's (S3 lists a key's versions newest first),
+        not the version ids' (SeaweedFS ids sort newest first, AWS ids are random) and
+        not LastModified alone (whole seconds: two PUTs in one second tie).
+        """
+        entries: list[tuple[tuple, ObjectVersion]] = []
+        position = 0
+        with self._errors("ListObjectVersions", prefix):
+            paginator = self.client.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for v, marker in [(v, False) for v in page.get("Versions", [])] + \
+                                 [(m, True) for m in page.get("DeleteMarkers", [])]:
+                    position += 1
+                    ov = ObjectVersion(v["Key"], v.get("VersionId") or "null", v["LastModified"],
+                                       0 if marker else int(v.get("Size", 0)), bool(v.get("IsLatest")),
+                                       delete_marker=marker)
+                    entries.append(((ov.key, ov.last_modified, ov.is_latest, -position), ov))
+        entries.sort(key=lambda e: e[0])
+        return [ov for _, ov in entries]
+
+    def versions_of(self, key: str) -> list[ObjectVersion]:
+        """The stored versions (not delete markers) of exactly `key`, oldest first."""
+        _check_key(key)
+        return [v for v in self.list_versions(key) if v.key == key and not v.delete_marker]
+
+    def hash_version(self, key: str, version_id: str) -> tuple[str, int]:
+        """(SHA-256 hex, size) of one version's bytes as the server returns them now."""
+        with self._errors("GetObject", key):
+            response = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
+            return self._hash_stream(response["Body"])
 
     def _reusable(self, key: str, sha_hex: str, until: dt.datetime | None, legal_hold: bool) -> str | None:
         """Version id of the latest version if it holds the same bytes with enough protection."""
@@ -456,6 +805,8 @@ class ArchiveStore:
             raise
         if info.sha256 != sha_hex or info.version_id is None:
             return None
+        if not self.locking:
+            return info.version_id
         if legal_hold and not info.legal_hold:
             return None
         if until is not None:

@@ -449,6 +449,10 @@ class TesseractEngine:
 
 _RAPID_LOCK = threading.Lock()
 _RAPID_IDLE: list = []  # RapidOCR instances no thread is using right now
+# Instances are made one at a time: two threads building OpenVINO models (and the
+# openvino.Core behind inference_runtime) at once is where a flow run hung at 0% CPU
+# (issue 8, cardinal.pdf). Making one takes ~1 s and happens once per concurrent reader.
+_RAPID_MAKE_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -464,7 +468,11 @@ def lent_rapidocr():
     with _RAPID_LOCK:
         instance = _RAPID_IDLE.pop() if _RAPID_IDLE else None
     if instance is None:
-        instance = _new_rapidocr()
+        with _RAPID_MAKE_LOCK:
+            instance = _new_rapidocr()
+            # load the models now, under the lock, not lazily at first use in parallel
+            _rapid_det(instance)
+            _rapid_rec(instance)
     try:
         yield instance
     finally:
@@ -762,6 +770,7 @@ def _padded_quad(box: tuple[float, float, float, float], shape: tuple[int, ...],
 
 _ENGINES: dict[str, type] = {"tesseract": TesseractEngine, "rapidocr": RapidOcrEngine, "auto": AutoEngine}
 _CACHE: dict[str, OcrEngine] = {}
+_CACHE_LOCK = threading.Lock()  # threads asking for an engine at once get the same one
 
 
 def default_engine() -> str:
@@ -795,9 +804,10 @@ def get_engine(name: str = "default") -> OcrEngine:
         raise ValueError(f"unknown OCR engine {name!r}; choose one of {', '.join(_ENGINES)}")
     if key == "rapidocr" and not rapidocr_available():
         raise RuntimeError("OCR engine 'rapidocr' needs the rapidocr and onnxruntime packages (a kiroku dependency: run `make install`)")
-    if key not in _CACHE:
-        _CACHE[key] = _ENGINES[key]()
-    return _CACHE[key]
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _ENGINES[key]()
+        return _CACHE[key]
 
 
 def warm_up(name: str = "default") -> None:

@@ -12,15 +12,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from processors.archive.failures import InputRejected
 from schemas.record import Line
 
 
-class InputError(ValueError):
+class InputError(InputRejected):
     """The input cannot be archived as it is (empty, corrupt, encrypted, too large...).
 
-    The message is written for a records officer: it goes into the quarantine
-    reason file and the Prefect UI as it is.
+    An InputRejected (permanent: the scan goes to quarantine at once). The message is
+    written for a records officer, plain Japanese first and the English detail after:
+    it goes into the quarantine reason file and the Prefect UI as it is.
     """
+
+    def __init__(self, japanese: str, detail: str = "") -> None:
+        super().__init__(japanese, detail)
 
 
 @dataclass
@@ -33,6 +38,12 @@ class SourcePage:
     encoding: str  # how the scan stored it: jpeg, ccitt, lzw, png, flate, jpx, raw ...
     jpeg_bytes: bytes | None = None  # the scan's own JPEG stream, reused in the PDF when the page needs no turning
     dpi_assumed: bool = False  # True when the file stored no credible resolution and a default was applied
+    # PDF pages only:
+    page_size_pt: tuple[float, float] | None = None  # the page as shown (crop box, /Rotate applied), user units
+    user_unit: float = 1.0  # the page's /UserUnit (points per user unit)
+    source_text: str | None = None  # the text the PDF itself carries (a scanner's OCR layer, typed text)
+    pdf_lines: list[Line] | None = None  # that text with boxes in image pixels, when it is trusted as the page's text
+    warnings: list[str] = field(default_factory=list)  # codes for Page.warnings, e.g. "pdf_text_unreadable"
 
 
 @dataclass
@@ -65,6 +76,10 @@ class PreparedPage:
     blank: bool
     archive_jpeg: bytes | None = None  # original JPEG stream when archive_image is unchanged from the scan
     source_encoding: str = ""  # how the scan stored the page (jpeg, ccitt, ...): lossy stays lossy in the PDF
+    page_size_pt: tuple[float, float] | None = None  # exact archive page size (user units) when the input had one
+    user_unit: float = 1.0
+    source_text: str | None = None  # see SourcePage
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -177,6 +177,13 @@ def _add_page(pdf: Pdf, prepared: PreparedPage, page: Page, font: pikepdf.Object
     dpi = float(prepared.dpi) if prepared.dpi and prepared.dpi > 0 else float(page.dpi)
     scale = 72.0 / dpi
     width_pt, height_pt = width_px * scale, height_px * scale
+    user_unit = 1.0
+    if prepared.page_size_pt is not None:
+        # the input PDF's own page size, exactly (in its user units, /UserUnit kept): the
+        # archive page is the size of the page it shows, not pixels / rounded dpi
+        width_pt, height_pt = (float(v) for v in prepared.page_size_pt)
+        user_unit = float(prepared.user_unit or 1.0)
+        scale = width_pt / width_px
 
     xobject = _image_xobject(pdf, prepared, icc)
     content = [f"q {_n(width_pt)} 0 0 {_n(height_pt)} 0 0 cm /Im0 Do Q"]
@@ -186,14 +193,15 @@ def _add_page(pdf: Pdf, prepared: PreparedPage, page: Page, font: pikepdf.Object
     if text_ops:
         content += ["BT 3 Tr", *text_ops, "ET"]
         resources.Font = Dictionary(F1=font)
-    pdf_page = pikepdf.Page(
-        Dictionary(
-            Type=Name.Page,
-            MediaBox=Array([0, 0, _round(width_pt), _round(height_pt)]),
-            Resources=resources,
-            Contents=pdf.make_stream("\n".join(content).encode("ascii")),
-        )
+    page_dict = Dictionary(
+        Type=Name.Page,
+        MediaBox=Array([0, 0, _round(width_pt), _round(height_pt)]),
+        Resources=resources,
+        Contents=pdf.make_stream("\n".join(content).encode("ascii")),
     )
+    if abs(user_unit - 1.0) > 1e-9:
+        page_dict.UserUnit = user_unit
+    pdf_page = pikepdf.Page(page_dict)
     pdf.pages.append(pdf_page)
 
 

@@ -62,7 +62,9 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -695,7 +697,31 @@ def turn_upright(arr_or_img, rotation_deg: int):
 
 
 TESSDATA = "/usr/share/tesseract-ocr/5/tessdata/"
-_TESS_APIS: dict[tuple[str, str], object] = {}
+# tesserocr APIs are lent, one caller at a time: a PyTessBaseAPI is not thread-safe,
+# and the Prefect flow reads pages in threads (ThreadPoolTaskRunner). Two threads'
+# trial reads on one shared API were the SIGSEGV of issue 8 (30-page TIFF,
+# cardinal.pdf). Idle APIs are kept for the next caller (loading jpn costs ~0.16 s),
+# so there are never more of them than pages read at once.
+_TESS_LOCK = threading.Lock()
+_TESS_IDLE: dict[tuple[str, str], list] = {}
+
+
+@contextmanager
+def _lent_tesseract(lang: str, psm: str):
+    """A tesserocr API for (lang, psm) that no other thread uses until the block ends."""
+    import tesserocr
+
+    key = (lang, psm)
+    with _TESS_LOCK:
+        idle = _TESS_IDLE.setdefault(key, [])
+        api = idle.pop() if idle else None
+    if api is None:
+        api = tesserocr.PyTessBaseAPI(path=TESSDATA, lang=lang, psm=int(psm))
+    try:
+        yield api
+    finally:
+        with _TESS_LOCK:
+            _TESS_IDLE[key].append(api)
 
 
 def _tesseract_words(image: np.ndarray, lang: str, psm: str) -> list[tuple[tuple[int, int, int, int], float, str]]:
@@ -707,11 +733,12 @@ def _tesseract_words(image: np.ndarray, lang: str, psm: str) -> list[tuple[tuple
     """
     import tesserocr
 
-    key = (lang, psm)
-    api = _TESS_APIS.get(key)
-    if api is None:
-        api = tesserocr.PyTessBaseAPI(path=TESSDATA, lang=lang, psm=int(psm))
-        _TESS_APIS[key] = api
+    with _lent_tesseract(lang, psm) as api:
+        return _words_of(api, image, tesserocr)
+
+
+def _words_of(api, image: np.ndarray, tesserocr) -> list[tuple[tuple[int, int, int, int], float, str]]:
+    """Recognise `image` with an API the caller holds alone, and list its words."""
     api.SetImage(Image.fromarray(image))
     api.Recognize()
     words = []
