@@ -18,6 +18,8 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ["OMP_THREAD_LIMIT"] = "1"
+# Prefect's temporary server may take longer than its 20 s default to start on a loaded 2-core machine
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 # never the data folder recorded in the venv by `make install`: tests use their own
 os.environ["KIROKU_HOME_RECORD"] = str(_PREFECT_HOME / "no-kiroku-home")
 for _var in ("KIROKU_HOME", "KIROKU_INBOX", "KIROKU_CONFIG", "KIROKU_S3_ENDPOINT_URL", "KIROKU_CATALOG_URL"):
