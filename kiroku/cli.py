@@ -178,7 +178,7 @@ def ingest(
     except inbox.DepartmentRefused as exc:
         err.print(f"[red]{exc}", highlight=False)
         raise typer.Exit(2) from exc
-    settings = _settings(need_storage=True)
+    settings = _settings()
     failed = 0
     # checked here, not by typer's exists=True (which follows links): a link is refused, never read
     paths = []
@@ -197,6 +197,7 @@ def ingest(
             paths.append(Path(os.path.abspath(p)))  # abspath, not resolve(): names stay as given
     if not paths:
         raise typer.Exit(1)
+    _settings(need_storage=True)  # links and missing files are refused above without storage
     _prefect(settings)
     from flows.ingest import ingest_many
 
