@@ -6,7 +6,7 @@ set -euo pipefail
 VENV=${1:-.venv}
 APT_PACKAGES=(tesseract-ocr tesseract-ocr-jpn tesseract-ocr-jpn-vert tesseract-ocr-osd
               fonts-ipafont-gothic fonts-ipafont-mincho poppler-utils python3-venv
-              postgresql chromium chromium-driver)  # PostgreSQL: catalog tests, bench/scale_out.py; Chromium: the UI test
+              postgresql chromium chromium-driver ghostscript)  # PostgreSQL: catalog tests, bench/scale_out.py; Chromium: the UI test; ghostscript: OCRmyPDF in bench/throughput.py
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
