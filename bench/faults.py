@@ -65,6 +65,7 @@ DELIBERATE_EVENTS = {"corrected", "retention_extended", "legal_hold", "dispositi
 REASON_SUFFIXES = (b".error.txt",)
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
 GRACE_SCALE = 1.0  # --grace-scale: longer waits on a slow machine
+READY_LINE = "受付を開始しました".encode()  # kiroku run prints this once the worker takes scans
 
 
 class HarnessError(RuntimeError):
@@ -478,7 +479,7 @@ class Kiroku:
         self.mount_kind = self._mount(tmpfs_mb)
         ts = services.test_settings(self.base)
         self.config = self.base / "kiroku.toml"
-        lines = [f"prefect_port = {ts.prefect_port}", "", "[weed_ports]"]
+        lines = [f"prefect_port = {ts.prefect_port}", "", "[web]", f"port = {ts.web_port}", "", "[weed_ports]"]
         lines += [f'"{k}" = {v}' for k, v in ts.weed_ports.items()]
         self.config.write_text("\n".join(lines) + "\n")
         self.env = {k: v for k, v in os.environ.items()
@@ -505,6 +506,7 @@ class Kiroku:
         self.restarts: list[str] = []
         self._audit: BucketAudit | None = None
         self.filler: Path | None = None
+        self.log_mark = 0  # where the current `kiroku run`'s part of run_log begins
 
     # ---- mounts
     def _mount(self, mb: int) -> str:
@@ -552,12 +554,14 @@ class Kiroku:
         from kiroku import services
         return services.prefect_answers(self.settings)
 
-    def deployment_ready(self) -> bool:
-        url = self.settings.prefect_url.rstrip("/") + "/deployments/name/ingest-document/kiroku"
+    def worker_ready(self, since: int) -> bool:
+        """Whether `kiroku run` has said, after byte `since` of its log, that it takes scans
+        (it says so once the worker's readers are warm and the watcher is about to start)."""
         try:
-            with urllib.request.urlopen(url, timeout=3) as r:  # noqa: S310 - loopback
-                return r.status == 200
-        except (OSError, urllib.error.URLError):
+            with open(self.run_log, "rb") as f:
+                f.seek(since)
+                return READY_LINE in f.read()
+        except OSError:
             return False
 
     def runs_in_flight(self) -> bool:
@@ -584,6 +588,7 @@ class Kiroku:
         exe = Path(sys.executable).with_name("kiroku")
         argv = [str(exe), "run"] if exe.exists() else [sys.executable, "-m", "kiroku.cli", "run"]
         t0 = time.monotonic()
+        since = self.log_mark = self.run_log.stat().st_size if self.run_log.exists() else 0
         with open(self.run_log, "ab") as out:
             out.write(f"\n--- {time.strftime('%H:%M:%S')} harness starts kiroku run\n".encode())
             out.flush()
@@ -594,7 +599,7 @@ class Kiroku:
             if self.proc.poll() is not None:
                 raise HarnessError(f"kiroku run exited with {self.proc.returncode} while starting; "
                                    f"see {self.run_log}:\n{tail(self.run_log)}")
-            if self.s3_up() and self.prefect_up() and self.deployment_ready():
+            if self.s3_up() and self.prefect_up() and self.worker_ready(since):
                 time.sleep(2.0)  # the watcher starts right after the worker
                 return time.monotonic() - t0
             time.sleep(1.0)
@@ -643,7 +648,7 @@ class Kiroku:
             return why
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.s3_up() and self.prefect_up() and self.deployment_ready():
+            if self.s3_up() and self.prefect_up() and self.worker_ready(self.log_mark):
                 return None
             time.sleep(2)
         why = "a service was not answering after the scenario"
@@ -1059,7 +1064,7 @@ class SameContent(Scenario):
 
 
 class Symlinks(Scenario):
-    name, title = "symlinks", "symlinks in the inbox: to a scan outside, dangling, to a scan inside, to a folder"
+    name, title = "symlinks", "links in the inbox: symlinks to a scan outside, dangling, inside, to a folder; a hard link"
 
     def run(self) -> list[Drop]:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -1083,6 +1088,17 @@ class Symlinks(Scenario):
             drops.append(Drop(self.name, os.fsencode(name), sha, "refuse", f"{name} ({label})",
                               link=os.fsencode(to), outside=guarded,
                               outside_sha=sha256_file(guarded) if guarded else None))
+        # a hard link needs the inbox's file system: the outside file lives beside the inbox on it
+        ledger_file = self.k.inbox.parent / "外部の台帳.png"
+        ledger_file.write_bytes(page_png("outside-hardlink"))
+        try:
+            os.link(ledger_file, self.dir / "外部へのハードリンク.png")
+        except OSError as e:
+            self.notes.append(f"no hard link could be made ({e}); that case did not run")
+        else:
+            drops.append(Drop(self.name, os.fsencode("外部へのハードリンク.png"), sha256_file(ledger_file), "refuse",
+                              "外部へのハードリンク.png (hard link to a scan outside the inbox)",
+                              outside=ledger_file, outside_sha=sha256_file(ledger_file)))
         return drops
 
 

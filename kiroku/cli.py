@@ -185,11 +185,11 @@ def ingest(
     for p in inputs:
         if inbox.is_link(p):
             failed += 1
-            where = ""
+            where, why = "", inbox.link_refusal(p)
             if move:
                 dest = inbox.quarantine_link(Path(os.path.abspath(p)), settings.quarantine_dir, department)
                 where = f" 隔離フォルダに移しました: {_shown(dest)}"
-            err.print(f"[red]✗ {_shown(p)}: {inbox.LINK_REFUSED}{where}", highlight=False)
+            err.print(f"[red]✗ {_shown(p)}: {why}{where}", highlight=False)
         elif not p.is_file():
             failed += 1
             err.print(f"[red]✗ {_shown(p)}: ファイルが見つかりません (no such file)", highlight=False)

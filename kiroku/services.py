@@ -154,7 +154,8 @@ def test_settings(tmp_path: Path, **overrides: object) -> Settings:
     from kiroku.config import DEFAULT_WEED_PORTS
 
     names = [k for k, v in DEFAULT_WEED_PORTS.items() if v != 0 and not k.startswith("admin.")]
-    ports = free_ports(len(names) + 1)
+    ports = free_ports(len(names) + 2)
+    web_port = ports.pop()  # the web app too: a test's `kiroku run` must not take make run's 8080
     weed_ports = dict(DEFAULT_WEED_PORTS)
     weed_ports.update(zip(names, ports[:-1]))
     admin = _free_admin_pair(set(ports))
@@ -162,7 +163,7 @@ def test_settings(tmp_path: Path, **overrides: object) -> Settings:
     weed_ports["admin.port.grpc"] = admin + ADMIN_GRPC_OFFSET
     home = Path(tmp_path) / "var"
     values: dict[str, object] = dict(home=home, inbox=Path(tmp_path) / "inbox",
-                                     weed_ports=weed_ports, prefect_port=ports[-1])
+                                     weed_ports=weed_ports, prefect_port=ports[-1], web_port=web_port)
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -286,3 +286,33 @@ def test_the_reason_file_is_japanese_first_then_english(tmp_path: Path) -> None:
     assert text.index("English") > text.index("対処")
     assert "reason: 暗号化されたPDFは読めません" in text and "(the PDF is encrypted (/Encrypt))" in text
     assert base64.b64encode(SJIS_NAME).decode() in text
+
+
+def test_a_hard_link_is_refused_and_the_file_it_shares_is_left_alone(tmp_path: Path) -> None:
+    """A second name for a file elsewhere (as root, `ln /etc/shadow inbox/x.png` works on one file
+    system): kiroku must not read it into a locked archive; only the inbox's name is moved aside."""
+    root = tmp_path / "inbox"
+    (root / "総務課").mkdir(parents=True)
+    outside = tmp_path / "outside" / "台帳.png"
+    outside.parent.mkdir()
+    outside.write_bytes(b"secret ledger")
+    os.chmod(outside, 0o600)
+    link = root / "総務課" / "台帳.png"
+    os.link(outside, link)
+    plain = root / "総務課" / "普通.png"
+    plain.write_bytes(b"scan")
+
+    found = {e.path: e.link for e in inbox.scan(root)}
+    assert found == {link: True, plain: False}
+    assert inbox.is_link(link) and not inbox.is_link(plain)
+    with pytest.raises(inbox.LinkRefused, match="ハードリンク"):
+        inbox.refuse_link(link)
+    inbox.refuse_link(plain)
+
+    before = os.lstat(outside)
+    dest = inbox.quarantine_link(link, tmp_path / "quarantine", "総務課")
+    assert not os.path.lexists(link)
+    now = os.lstat(outside)
+    assert outside.read_bytes() == b"secret ledger" and (now.st_ino, now.st_mode) == (before.st_ino, before.st_mode)
+    reason = Path(f"{dest}.error.txt").read_text(encoding="utf-8")
+    assert "ハードリンク" in reason and "hard link" in reason

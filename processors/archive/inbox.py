@@ -5,6 +5,9 @@ Intake touches only the inbox (docs/archive-path.md §4):
 - the inbox is walked with os.scandir and lstat, never following a link: a symlink
   is refused and the *link itself* goes to quarantine; its target is never read,
   moved or written (kiroku may run as root, and a link could point anywhere);
+- a hard link (a regular file with more than one name) is refused the same way: its
+  other name may be anywhere on the file system (/etc/shadow, another office's
+  files), and archiving it would lock that file's content away for decades;
 - a department is one plain folder name, checked before it is used in any path, and
   every destination is checked to lie inside var/done or var/quarantine;
 - a move is all or nothing: a rename on one file system, else a hidden temporary
@@ -42,6 +45,8 @@ MAX_DEPTH = 8  # folders below a department (年度/月/...) are walked this dee
 _TEMP_PREFIX = ".kiroku-tmp-"
 
 LINK_REFUSED = "シンボリックリンク（リンク・ショートカット）は受け付けません。リンク先のファイルそのものを受付フォルダに入れてください。"
+HARDLINK_REFUSED = ("ハードリンク（別の場所にあるファイルと同じ中身を指す別名）は受け付けません。"
+                    "ファイルをコピーして受付フォルダに入れてください。")
 
 
 class DepartmentRefused(InputRejected):
@@ -88,9 +93,21 @@ def is_candidate(path: Path) -> bool:
         return False
 
 
+def link_kind(st: os.stat_result) -> str | None:
+    """'symlink' or 'hardlink' for what intake refuses as a link, None for a plain file or folder (lstat result)."""
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        return "hardlink"
+    return None
+
+
 def is_link(path: Path) -> bool:
-    """Whether the path itself is a symbolic link (dangling or not)."""
-    return os.path.islink(path)
+    """Whether the path itself is a symbolic link (dangling or not) or a hard link to a file with other names."""
+    try:
+        return link_kind(os.lstat(path)) is not None
+    except OSError:
+        return False
 
 
 def scan(root: Path) -> list[Entry]:
@@ -115,7 +132,7 @@ def scan(root: Path) -> list[Entry]:
                 st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if stat.S_ISLNK(st.st_mode):
+            if link_kind(st) is not None:
                 found.append(Entry(Path(e.path), True, FileState(st.st_size, st.st_mtime_ns)))
             elif stat.S_ISDIR(st.st_mode):
                 if depth < MAX_DEPTH:
@@ -190,13 +207,21 @@ def open_for_writing_set() -> set[tuple[int, int]]:
 
 
 def refuse_link(path: Path) -> None:
-    """Raise LinkRefused when the path is a symbolic link: kiroku never reads through one."""
-    if is_link(path):
+    """Raise LinkRefused when the path is a symbolic or hard link: kiroku never reads through one."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # gone: the caller's own open says so
+    kind = link_kind(st)
+    if kind == "symlink":
         try:
             target = os.readlink(path)  # the link's own text; the target is not touched
         except OSError:
             target = "?"
         raise LinkRefused(LINK_REFUSED, f"{display_name(path.name)} is a symbolic link to {display_name(target)}")
+    if kind == "hardlink":
+        raise LinkRefused(HARDLINK_REFUSED, f"{display_name(path.name)} is a hard link: the same file has "
+                                            f"{st.st_nlink} names, and the others may lie outside the inbox")
 
 
 # --------------------------------------------------------------------------- departments
@@ -320,6 +345,11 @@ def _move_exactly(src: Path, dest: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
+    if link_kind(os.lstat(src)) == "hardlink":
+        # copying would read a file that also lives elsewhere; dropping this one name loses
+        # nothing (the content stays under its other names) and touches only the inbox
+        os.unlink(src)
+        return
     tmp = dest.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
     try:
         _copy_exactly(src, tmp)
@@ -366,7 +396,7 @@ ADVICE = {
     "rejected": "ファイルを開いて内容を確かめ、読める形に直してから受付フォルダに入れ直してください。",
     "crashed": "読み取りが何度も異常終了しました。ファイルが開けるか確かめ、PDFやTIFFで保存し直して入れ直してください。"
                "直らないときはシステム担当者に連絡してください。",
-    "link": "リンクではなく、ファイルそのものを受付フォルダに入れてください。リンク先のファイルには何もしていません。",
+    "link": "リンクではなく、ファイルそのもの（コピー）を受付フォルダに入れてください。リンク先のファイルには何もしていません。",
 }
 
 
@@ -438,10 +468,19 @@ def quarantine(path: Path, folder: Path, department: str | None, reason: str | B
     return dest
 
 
+def link_refusal(path: Path) -> str:
+    """The Japanese reason a link is refused ('' for a plain file), for one-line messages."""
+    try:
+        refuse_link(path)
+    except LinkRefused as exc:
+        return exc.japanese
+    return ""
+
+
 def quarantine_link(path: Path, folder: Path, department: str | None) -> Path:
-    """Move a symbolic link itself (never its target) to quarantine, saying why."""
+    """Move a symbolic link itself (never its target), or the inbox's name of a hard link, to quarantine, saying why."""
     try:
         refuse_link(path)
     except LinkRefused as exc:
         return quarantine(path, folder, department, exc)
-    raise ValueError(f"{path} is not a symbolic link")
+    raise ValueError(f"{path} is not a link")
