@@ -283,6 +283,7 @@ class Drop:
     expect: str  # archive | refuse | either
     label: str
     link: bytes | None = None  # readlink() of a symlink drop
+    hardlink: bool = False  # a second name of a file outside the inbox
     outside: Path | None = None  # a file outside the inbox that must stay untouched
     outside_sha: str | None = None
     # filled by the audit
@@ -441,6 +442,14 @@ def _reason_text(path: bytes) -> str | None:
                     return line.split(":", 1)[-1].split("：", 1)[-1].strip() or text.strip()[:200]
             return " ".join(text.split())[:200] or "(empty reason file)"
     return None
+
+
+def _name_only_reason(folder: Path, rel: bytes) -> str | None:
+    """The reason file kiroku leaves for a hard link it could only take the name of."""
+    note = os.path.join(os.fsencode(folder), rel)
+    if os.path.lexists(note):
+        return None  # the link itself is there: the normal match applies
+    return _reason_text(note)
 
 
 def walk(root: Path, with_reasons: bool = False) -> list[Found]:
@@ -1098,7 +1107,7 @@ class Symlinks(Scenario):
         else:
             drops.append(Drop(self.name, os.fsencode("外部へのハードリンク.png"), sha256_file(ledger_file), "refuse",
                               "外部へのハードリンク.png (hard link to a scan outside the inbox)",
-                              outside=ledger_file, outside_sha=sha256_file(ledger_file)))
+                              outside=ledger_file, outside_sha=sha256_file(ledger_file), hardlink=True))
         return drops
 
 
@@ -1245,6 +1254,9 @@ def classify(k: Kiroku, drops: list[Drop], scenario: str) -> tuple[dict[str, int
                 d.outcome, d.note = "stuck", "in quarantine without a reason file"
         elif verdict == "once":
             d.outcome, d.where = "archived_once", detail
+        elif d.hardlink and (why := _name_only_reason(k.settings.quarantine_dir / scenario, d.rel)):
+            # var/ on another file system: kiroku removed only the inbox's name, left the reason
+            d.outcome, d.reason, d.where = "quarantined", why, "(reason file only; the content stays outside)"
         else:
             d.outcome = "lost"
             d.where = os.fsdecode(f.path) if f else ""

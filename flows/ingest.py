@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
@@ -29,6 +30,7 @@ from kiroku.runtime import start_ephemeral_server_once
 from flows.slots import global_ocr_slot, local_slot_count
 from processors import document
 from processors.archive import inbox, ledger
+from processors.archive.failures import InputRejected, KirokuFailure
 from processors.archive.locks import content_lock
 from processors.archive.names import decode_path, display_name, encode_path, readable
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
@@ -65,10 +67,15 @@ def _document_run_name() -> str:
 
 
 @task(name="load scan", cache_policy=NO_CACHE)
-def load_scan(path: Path, settings: Settings) -> LoadedDocument:
+def load_scan(path: Path, settings: Settings) -> LoadedDocument | State:
+    """The scan's pages; a scan refused for what it is (empty, truncated, a bomb) ends the task
+    Failed with the reason and no traceback, and the flow gets the refusal back to settle it."""
     from processors.reading.images import load_document
 
-    return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
+    try:
+        return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
+    except InputRejected as exc:
+        return Failed(message=readable(str(exc)), data=exc)
 
 
 @task(name="find earlier copy", cache_policy=NO_CACHE)
@@ -189,6 +196,8 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         if move_source:
             ledger.mark_running(source, settings=settings)
         loaded = load_scan(source, settings)
+        if isinstance(loaded, BaseException):
+            raise loaded
         if move_source:
             ledger.ledger_for(settings).note_content(source, loaded.sha256)
         with content_lock(settings.home, loaded.sha256):  # archived? -> store -> catalog, one pass per content
@@ -236,6 +245,10 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
             key="kiroku-failed", description=f"Not archived: {shown}",
             markdown=f"## Not archived: {shown}\n\n**Reason:** {reason}\n\n{what}",
         )
+        if isinstance(exc, KirokuFailure):
+            # an expected condition (a refused scan, storage down, a reader that died): the run is
+            # Failed with its reason and the caller gets the exception, but no traceback is logged
+            return Failed(message=f"{shown}: {reason}", data=exc)  # type: ignore[return-value]
         raise
     if move_source:
         move_to_done(source, department, settings)

@@ -481,6 +481,10 @@ def services_status() -> None:
         err.print(probe.describe(settings.integrity) if probe else
                   f"保管方式: バケット {settings.bucket} はまだありません(最初の保存時に作成) "
                   f"(integrity {settings.integrity})")
+    from kiroku.schedule import Scheduler
+
+    for line in Scheduler(settings).status_lines():
+        err.print(f"定期処理 (make run) {line}", highlight=False)
     raise typer.Exit(0 if running else 3)
 
 

@@ -184,6 +184,9 @@ def worker_main() -> int:
 
     shared_pool(settings).wait_warm()
     ingest._progress(Path("-"), None, "ready")
+    from kiroku.schedule import Scheduler
+
+    Scheduler(settings).start()  # fixity check, daily summary, retention report: no deployments run them here
     watch_inbox(settings, use_deployment=False, stop=threading.Event())
     return 0
 
@@ -324,6 +327,9 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
                     "(users: .venv/bin/kiroku users add NAME --role 文書管理者 --clearance 2)")
                 say("  Search            .venv/bin/kiroku search 契約      (or: .venv/bin/kiroku search --help)")
                 say(f"  Done / problems   {settings.done_dir}  /  {settings.quarantine_dir}")
+                from kiroku.schedule import describe
+
+                say(f"  Scheduled         {describe(settings)[0]}")
                 say("  Ctrl-C stops everything. Ctrl-C ですべて停止します。")
                 with board:
                     while True:

@@ -45,6 +45,10 @@ MAX_DEPTH = 8  # folders below a department (年度/月/...) are walked this dee
 _TEMP_PREFIX = ".kiroku-tmp-"
 
 LINK_REFUSED = "シンボリックリンク（リンク・ショートカット）は受け付けません。リンク先のファイルそのものを受付フォルダに入れてください。"
+QUARANTINED = "この書類は保管できませんでした。受付フォルダから隔離フォルダ（quarantine）に移しました。"
+# a hard link on another file system than quarantine cannot be moved there without reading it
+HARDLINK_NAME_ONLY = ("この書類は保管できませんでした。ハードリンクのため、受付フォルダからその名前だけを取り除きました"
+                      "（中身は元の場所にそのまま残っています。隔離フォルダにはこの説明だけを置きました）。")
 HARDLINK_REFUSED = ("ハードリンク（別の場所にあるファイルと同じ中身を指す別名）は受け付けません。"
                     "ファイルをコピーして受付フォルダに入れてください。")
 
@@ -401,7 +405,7 @@ ADVICE = {
 
 
 def reason_text(name: str, department: str | None, reason: str | BaseException, *,
-                advice: str | None = None, when: dt.datetime | None = None) -> str:
+                advice: str | None = None, when: dt.datetime | None = None, headline: str | None = None) -> str:
     """The <name>.error.txt a records officer opens: what is wrong and what to do, in Japanese; then English."""
     when = when or dt.datetime.now().astimezone()
     if isinstance(reason, BaseException):
@@ -416,7 +420,7 @@ def reason_text(name: str, department: str | None, reason: str | BaseException, 
     shown = display_name(name)
     raw = name_bytes_b64(name)
     lines = [
-        "この書類は保管できませんでした。受付フォルダから隔離フォルダ（quarantine）に移しました。",
+        headline or QUARANTINED,
         f"理由: {japanese}",
         f"対処: {advice}",
         f"ファイル名: {shown}",
@@ -441,9 +445,12 @@ def quarantine(path: Path, folder: Path, department: str | None, reason: str | B
     never deleted: a records officer can fix and re-drop it. Raises MoveFailed when
     nothing was moved.
     """
-    text = reason_text(path.name, department, reason, advice=advice)
     try:
         target = destination_folder(folder, department)
+        st = os.lstat(path)
+        name_only = link_kind(st) == "hardlink" and st.st_dev != os.stat(target).st_dev
+        text = reason_text(path.name, department, reason, advice=advice,
+                           headline=HARDLINK_NAME_ONLY if name_only else None)
         tmp_note = target / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
         with _folder_lock(folder):
             dest = unique_destination(target, path.name, reserve=len(ERROR_SUFFIX))

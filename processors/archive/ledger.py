@@ -105,6 +105,10 @@ class Outcome:
         """One line for the terminal and the Prefect artifact, Japanese first."""
         name = display_name(self.path.name)
         if self.action == "quarantined":
+            if self.destination is not None and not os.path.lexists(self.destination):
+                # a hard link on another file system: only its inbox name was removed (processors/archive/inbox.py)
+                return (f"{name}: 受付フォルダから名前を取り除き、理由を隔離フォルダに置きました"
+                        f"（{display_path(Path(f'{self.destination}{inbox.ERROR_SUFFIX}'))}）。理由: {self.reason}")
             return f"{name}: 隔離フォルダに移しました（{display_path(self.destination)}）。理由: {self.reason}"
         if self.action == "retry":
             wait = max(0, round((self.retry_at or time.time()) - time.time()))
