@@ -269,6 +269,15 @@ def test_record_page_pdf_original_and_thumbnails(web_env):
     assert cached.stat().st_mtime_ns == made  # made once, served from the cache
 
 
+def test_back_link_returns_to_the_search_it_came_from(web_env):
+    client = client_for(web_env, "viewer")
+    rid = web_env.ids["open"]
+    came = client.get(f"/records/{rid}", headers={"referer": "http://testserver/search?q=%E3%81%94%E3%81%BF&page=1"})
+    assert 'href="/search?q=%E3%81%94%E3%81%BF&amp;page=1"' in came.text
+    elsewhere = client.get(f"/records/{rid}", headers={"referer": "http://evil.example/search?q=x"})
+    assert 'href="/search">← 検索結果に戻る' in elsewhere.text and "javascript:" not in elsewhere.text
+
+
 def test_a_tampered_archive_copy_is_not_served(web_env):
     from processors.archive.catalog import Catalog  # noqa: F401
 

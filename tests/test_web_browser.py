@@ -147,6 +147,8 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
     browser.wait_for_new_page(driver, lambda: link.send_keys(Keys.ENTER))
     assert f"/records/{ids['open']}" in driver.current_url
     assert "令和6年5月20日（2024-05-20）" in driver.page_source
+    back = driver.find_element(By.PARTIAL_LINK_TEXT, "検索結果に戻る").get_attribute("href")
+    assert "/search?" in back and "fiscal_year=2024" in back  # back to the filtered results
     thumbs = driver.find_elements(By.CSS_SELECTOR, ".thumbs img")
     assert len(thumbs) == 2  # made from the stored PDF on first sight, then cached
     for thumb in thumbs:

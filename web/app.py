@@ -148,6 +148,17 @@ def search_query(params: Any, *, per_page: int = 20) -> q.SearchQuery:
         sort=_clean(get("sort")) or "relevance", page=int(page_text), per_page=per_page)
 
 
+def search_back_url(request: Request) -> str:
+    """The search results the user came from (same-origin Referer on /search), else /search.
+
+    A real link, not history.back(): the Content-Security-Policy allows no inline script,
+    and a link works with the keyboard and in a new tab."""
+    referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path == "/search":
+        return "/search" + (f"?{referer.query}" if referer.query else "")
+    return "/search"
+
+
 def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -447,6 +458,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
             "scans_withheld": scans_withheld(user, record), "pii_withheld": PII_WITHHELD,
             "decision": disposition_decision(record), "today": dt.date.today(),
             "message": request.query_params.get("done"), "error": request.query_params.get("error"),
+            "back_url": search_back_url(request),
         }, 200, user, csrf)
 
     def verified_bytes(record: Record, *, original: bool) -> bytes:
