@@ -216,8 +216,8 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
     # 文書日付 令和7年5月20日 → 2025年度 → 起算日 2026-04-01, 5年 → 満了日 2031-03-31
     assert "令和8年4月1日（2026-04-01）" in retention and "令和13年3月31日（2031-03-31）" in retention, retention
     assert "2025年度" in driver.page_source
-    events = driver.find_element(By.CSS_SELECTOR, "ol.events")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", events)
+    panel = driver.find_element(By.XPATH, "//section[h2='保存期間']")  # the new retention and the history below it
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", panel)
     driver.save_screenshot(str(screens / "07-corrected.png"))
     # search reflects it at once
     driver.get(f"{server}/search?q=" + "収集運搬業務委託契約書")
