@@ -105,7 +105,8 @@ def _tab_to(driver, css: str, limit: int = 80):
 
     target = driver.find_element(By.CSS_SELECTOR, css)
     for _ in range(limit):
-        if driver.switch_to.active_element == target:
+        if driver.switch_to.active_element == target:  # and the focus can be seen
+            assert driver.execute_script("return getComputedStyle(arguments[0]).outlineStyle", target) != "none"
             return target
         driver.switch_to.active_element.send_keys(Keys.TAB)
     raise AssertionError(f"{css} cannot be reached with Tab on {driver.current_url}")
