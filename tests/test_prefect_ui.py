@@ -2,9 +2,9 @@
 
 A real embedded Prefect server is started on a non-default port, on this machine's
 LAN address when it has one (else loopback), with basic auth on. Headless Chromium
-(Debian's chromium + chromium-driver) logs in through the UI's own login page and
-must show the flow runs, not an error. The screenshot is kept under the test's
-tmp_path (and copied to $KIROKU_SCREENSHOT_DIR when set, for a human to look at).
+(Debian's chromium + chromium-driver, started by tests/browser.py) logs in through the
+UI's own login page and must show the flow runs, not an error. The screenshot is kept
+under the test's tmp_path, or in $KIROKU_SCREENSHOT_DIR when set, for a human to look at.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+from tests import browser
+
 RUN_NAMES = ["総務課/ui-check-ok.png", "税務課/ui-check-failed.png"]
 
 
@@ -155,33 +154,24 @@ def _make_runs(settings) -> None:  # noqa: ANN001
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+@pytest.mark.skipif(not browser.available(), reason=browser.NOT_INSTALLED)
 def test_run_list_in_headless_chromium_with_basic_auth(lan_prefect, tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     settings = lan_prefect
     _make_runs(settings)
     auth = settings.prefect_auth_file.read_text().strip()
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 "--window-size=1400,1300", "--lang=ja"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    shot = tmp_path / "prefect-runs.png"
-    try:
+    shot = browser.screenshot_dir(tmp_path) / "prefect-runs.png"
+    with browser.chromium(width=1400, height=1300) as driver:
         base = f"http://{settings.prefect_host}:{settings.prefect_port}"
         driver.get(f"{base}/runs")
-        wait = WebDriverWait(driver, 60, poll_frequency=0.5)
-        password = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))[0]
+        password = browser.wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"),
+                                      timeout=60, message="Prefect UI showed no login form")[0]
         password.send_keys(auth + Keys.ENTER)
-        time.sleep(2)
+        # the UI keeps the credential and leaves its login form: wait for the form to go, not a fixed time
+        browser.wait_until(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, "input[type=password]"),
+                           timeout=60, message="Prefect UI kept its login form")
         driver.get(f"{base}/runs")
 
         def shows_runs(d) -> bool:  # noqa: ANN001
@@ -189,15 +179,11 @@ def test_run_list_in_headless_chromium_with_basic_auth(lan_prefect, tmp_path: Pa
             return all(name in body for name in RUN_NAMES)
 
         try:
-            wait.until(shows_runs)
+            browser.wait_until(driver, shows_runs, timeout=60, message="the run list did not show both runs")
         finally:
             driver.save_screenshot(str(shot))
-            if os.environ.get("KIROKU_SCREENSHOT_DIR"):
-                shutil.copy(shot, Path(os.environ["KIROKU_SCREENSHOT_DIR"]) / shot.name)
         body = driver.find_element(By.TAG_NAME, "body").text
         assert "Authentication failed" not in body and "Can't connect" not in body
         assert "Failed" in body and "Completed" in body
         assert driver.current_url.startswith(base)
-    finally:
-        driver.quit()
     assert shot.stat().st_size > 10_000

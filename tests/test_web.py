@@ -213,6 +213,37 @@ def test_my_number_masked_unless_cleared_3a(web_env):
     assert MY_NUMBER in admin.get(f"/records/{rid}").text
 
 
+def test_scans_of_a_record_with_a_my_number_are_withheld_unless_cleared_3a(web_env):
+    """Decision: refuse, not mask. The number is in the scan's pixels and the PDF/A text
+    layer; a masked rendition would leak wherever OCR missed it."""
+    rid = web_env.ids["pii3b"]
+    manager = client_for(web_env, "manager")  # 3B: may see the record, not its 個人番号
+    page = manager.get(f"/records/{rid}")
+    assert 'id="scans-withheld"' in page.text and f"/records/{rid}/thumbs/" not in page.text
+    assert f'href="/records/{rid}/pdf"' not in page.text and f'href="/records/{rid}/original"' not in page.text
+    for path in ("pdf", "original", "thumbs/1.png"):
+        refused = manager.get(f"/records/{rid}/{path}")
+        assert refused.status_code == 403, path
+        assert "個人番号が含まれている" in refused.text and "取扱資格 3A" in refused.text, path
+        assert refused.headers["content-type"].startswith("text/html") and b"%PDF" not in refused.content
+    assert not (web_env.home / "thumbs" / rid).exists()  # not even made for a refused user
+    admin = client_for(web_env, "admin")  # 3A
+    assert f"/records/{rid}/thumbs/1.png" in admin.get(f"/records/{rid}").text
+    assert admin.get(f"/records/{rid}/pdf").content == web_env.pdfs["pii3b"]
+    assert admin.get(f"/records/{rid}/original").content == web_env.originals["pii3b"]
+    auditor = client_for(web_env, "auditor")
+    denied = auditor.get("/audit", params={"user": "manager", "action": "denied"}).text
+    assert "download_pdf: 個人番号を含むため" in denied and "thumbnail: 個人番号を含むため" in denied
+
+
+def test_a_my_number_only_in_the_text_also_withholds_the_scans(web_env):
+    from web.app import has_my_number
+
+    record = web_env.catalog.get(web_env.ids["pii3b"])
+    assert has_my_number(record.model_copy(update={"pii": []}))  # the reader missed it; the text has it
+    assert not has_my_number(web_env.catalog.get(web_env.ids["open"]))
+
+
 # ------------------------------------------------------------------ record page, PDF, original, thumbnails
 
 
@@ -236,6 +267,15 @@ def test_record_page_pdf_original_and_thumbnails(web_env):
     made = cached.stat().st_mtime_ns
     assert client.get(f"/records/{rid}/thumbs/1.png").content == first.content
     assert cached.stat().st_mtime_ns == made  # made once, served from the cache
+
+
+def test_back_link_returns_to_the_search_it_came_from(web_env):
+    client = client_for(web_env, "viewer")
+    rid = web_env.ids["open"]
+    came = client.get(f"/records/{rid}", headers={"referer": "http://testserver/search?q=%E3%81%94%E3%81%BF&page=1"})
+    assert 'href="/search?q=%E3%81%94%E3%81%BF&amp;page=1"' in came.text
+    elsewhere = client.get(f"/records/{rid}", headers={"referer": "http://evil.example/search?q=x"})
+    assert 'href="/search">← 検索結果に戻る' in elsewhere.text and "javascript:" not in elsewhere.text
 
 
 def test_a_tampered_archive_copy_is_not_served(web_env):
@@ -399,3 +439,73 @@ def test_users_cli_add_list_disable_token(web_env, monkeypatch):
     assert client.get("/search", follow_redirects=False).status_code == 303  # the session ended
     assert client.get("/api/search", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert login(TestClient(web_env.app()), "clerk2", "cli-password-123").status_code == 401
+
+
+# ------------------------------------------------------------------ a corrected date moves the retention
+
+
+def _store_extra(web_env, name: str, day: dt.date, start: dt.date, expiry: dt.date) -> str:
+    """One more 機密性2 record, stored and catalogued (its words match no other test's search)."""
+    import uuid
+
+    from processors.archive.archiving import store_record
+    from tests.web_fixtures import _page_png, _pdf, _record
+
+    rid = f"web{uuid.uuid4().hex[:8]}{name}"
+    original, pdf = _page_png(rid), _pdf(1, rid)
+    record = _record(rid, original, title="第3回庁議の会議録", text="庁議 会議録", doc_type="会議録",
+                     classification="機密性2", day=day, expiry=expiry)
+    record = record.model_copy(update={"retention": record.retention.model_copy(update={"start_date": start})})
+    (web_env.home / f"{rid}.png").write_bytes(original)
+    (web_env.home / f"{rid}.pdf").write_bytes(pdf)
+    web_env.catalog.add(store_record(web_env.store_factory(), record, web_env.home / f"{rid}.pdf",
+                                     web_env.home / f"{rid}.png"))
+    return rid
+
+
+def test_a_date_correction_recomputes_the_retention_and_moves_the_lock(web_env, seaweed, seaweed_bucket):
+    rid = _store_extra(web_env, "dated", dt.date(2024, 5, 20), dt.date(2025, 4, 1), dt.date(2030, 3, 31))
+    store = seaweed.store(seaweed_bucket)
+    manager = client_for(web_env, "manager")
+    token = csrf_of(manager.get(f"/records/{rid}").text)
+
+    # later: 2026年度 → 起算日 2027-04-01, 5年 → 満了日 2032-03-31; both stored objects locked that long
+    page = manager.post(f"/records/{rid}/correct", data={"csrf_token": token, "document_date": "R8.6.1",
+                                                         "fiscal_year": "2024", "reason": "日付の読み誤り"})
+    assert "修正を保存しました" in page.text
+    record = web_env.catalog.get(rid)
+    assert record.metadata.fiscal_year == 2026
+    assert (record.retention.start_date, record.retention.expiry_date) == (dt.date(2027, 4, 1), dt.date(2032, 3, 31))
+    assert "令和9年4月1日（2027-04-01）" in page.text and "令和14年3月31日（2032-03-31）" in page.text
+    assert "満了日: 2030-03-31 → 2032-03-31" in record.events[-1].detail
+    for key, version in ((record.archive.key, record.archive.version_id),
+                         (record.archive.original_key, record.archive.original_version_id)):
+        assert store.retention_of(key, version).retained_through >= dt.date(2032, 3, 31)
+    assert record.archive.retain_until >= dt.date(2032, 3, 31)
+    hits = manager.get("/api/search", params={"q": "庁議", "expiry_from": "2032-03-31"}).json()["results"]
+    assert [h["id"] for h in hits] == [rid]  # search follows at once
+
+    # earlier: the 満了日 follows the date, the locks cannot be shortened and the page says so
+    page = manager.post(f"/records/{rid}/correct", data={"csrf_token": token, "document_date": "2023-05-01",
+                                                         "fiscal_year": "2026", "reason": "再確認"})
+    record = web_env.catalog.get(rid)
+    assert (record.retention.start_date, record.retention.expiry_date) == (dt.date(2024, 4, 1), dt.date(2029, 3, 31))
+    assert store.retention_of(record.archive.key, record.archive.version_id).retained_through >= dt.date(2032, 3, 31)
+    assert record.archive.retain_until >= dt.date(2032, 3, 31)
+    assert 'id="lock-note"' in page.text and "ロックは短縮できません" in page.text
+
+
+def test_recomputed_retention_keeps_the_period_and_an_explicit_extension():
+    from processors.archive.stewardship import recomputed_retention
+    from schemas.record import Retention
+
+    five = Retention(rule="type:通知", period="5年", period_years=5, start_date=dt.date(2025, 4, 1),
+                     expiry_date=dt.date(2030, 3, 31), disposition="廃棄")
+    moved = recomputed_retention(five, dt.date(2024, 3, 31))  # 2023年度
+    assert (moved.start_date, moved.expiry_date, moved.period) == (dt.date(2024, 4, 1), dt.date(2029, 3, 31), "5年")
+    assert recomputed_retention(five, dt.date(2024, 3, 31), "calendar").start_date == dt.date(2025, 1, 1)
+    extended = five.model_copy(update={"expiry_date": dt.date(2040, 3, 31), "rule": "type:通知+extended"})
+    assert recomputed_retention(extended, dt.date(2026, 5, 1)).expiry_date == dt.date(2040, 3, 31)
+    assert recomputed_retention(five, None).expiry_date is None  # no date: held until one is given
+    permanent = five.model_copy(update={"period": "永年", "period_years": None, "expiry_date": None})
+    assert recomputed_retention(permanent, dt.date(2026, 5, 1)).expiry_date is None

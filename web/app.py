@@ -45,6 +45,7 @@ from processors.archive import query as q
 from processors.archive.audit import ACTIONS, AuditLog
 from processors.archive.catalog import REGISTER_COLUMNS, Catalog, _csv_cell
 from processors.archive.stewardship import CORRECTABLE, StewardshipError
+from processors.archive.storage import StorageError
 from processors.archive.users import User, UserError, Users
 from processors.records.dates import parse_fiscal_year, parse_kanji_number, to_wareki
 from schemas.record import Record
@@ -63,6 +64,14 @@ EVENT_LABELS = {
 PII_LABELS = {"my_number": "個人番号", "phone": "電話番号", "birth_date": "生年月日", "address": "住所",
               "person_name": "氏名"}
 NOT_FOUND = "記録が見つかりません。IDが正しいか、閲覧できる記録かをご確認ください。"
+PII_WITHHELD = ("この記録には個人番号が含まれているため、PDF・原本（スキャン）・縮小画像は個人番号を取り扱える"
+                "利用者（取扱資格 3A）だけが開けます。書誌情報と読み取った文字（個人番号は伏せ字）はこの画面で"
+                "確認できます。画像が必要な場合は、取扱資格 3A の職員に依頼してください。")
+
+
+def has_my_number(record: Record) -> bool:
+    """A 個人番号 in the record: found by the reader (record.pii) or anywhere in its text."""
+    return any(p.type == "my_number" for p in record.pii) or q.mask_my_numbers(record.text) != record.text
 
 
 class Refused(Exception):
@@ -139,6 +148,17 @@ def search_query(params: Any, *, per_page: int = 20) -> q.SearchQuery:
         sort=_clean(get("sort")) or "relevance", page=int(page_text), per_page=per_page)
 
 
+def search_back_url(request: Request) -> str:
+    """The search results the user came from (same-origin Referer on /search), else /search.
+
+    A real link, not history.back(): the Content-Security-Policy allows no inline script,
+    and a link works with the keyboard and in a new tab."""
+    referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path == "/search":
+        return "/search" + (f"?{referer.query}" if referer.query else "")
+    return "/search"
+
+
 def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -204,6 +224,25 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
 
     def masked(user: User) -> bool:
         return user.clearance != q.CLEARANCES[-1]
+
+    def scans_withheld(user: User, record: Record) -> bool:
+        """Whether this user may not have the record's scans (PDF/A, original, thumbnails).
+
+        A 個人番号 in a scan is in its pixels, and in the PDF/A's text layer; a masked
+        rendition would have to find every place it is printed or handwritten, and an
+        OCR miss would hand the number out. So a user who is not cleared for 個人番号
+        gets no scan of a record that has one: the download is refused in Japanese
+        (PII_WITHHELD) and the record page says so; its metadata and OCR text are shown
+        with the number masked.
+        """
+        return masked(user) and has_my_number(record)
+
+    def refuse_scans(request: Request, user: User, record: Record, action: str) -> None:
+        if scans_withheld(user, record):
+            audit.write("denied", user=user.name, record_id=record.id, detail=f"{action}: 個人番号を含むため",
+                        ip=_client_ip(request))
+            raise Refused(403, PII_WITHHELD, "the record holds a My Number (個人番号); its scans are served "
+                                             "only to users with clearance 3A")
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
@@ -416,8 +455,10 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
         return render(request, "record.html", {
             "record": record, "md": record.metadata, "ret": record.retention, "arc": record.archive,
             "text": text, "pii": pii, "pages": max(1, len(record.pages)), "masked": hide,
+            "scans_withheld": scans_withheld(user, record), "pii_withheld": PII_WITHHELD,
             "decision": disposition_decision(record), "today": dt.date.today(),
             "message": request.query_params.get("done"), "error": request.query_params.get("error"),
+            "back_url": search_back_url(request),
         }, 200, user, csrf)
 
     def verified_bytes(record: Record, *, original: bool) -> bytes:
@@ -442,6 +483,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
     def record_pdf(request: Request, record_id: str) -> Response:
         user, _ = require(request)
         record = record_for(request, user, record_id, "download_pdf")
+        refuse_scans(request, user, record, "download_pdf")
         data = verified_bytes(record, original=False)
         audit.write("download_pdf", user=user.name, record_id=record.id, ip=_client_ip(request))
         return Response(data, media_type="application/pdf", headers={
@@ -454,6 +496,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
 
         user, _ = require(request)
         record = record_for(request, user, record_id, "download_original")
+        refuse_scans(request, user, record, "download_original")
         data = verified_bytes(record, original=True)
         audit.write("download_original", user=user.name, record_id=record.id, ip=_client_ip(request))
         ext = EXTENSIONS.get(record.source.format, "bin")
@@ -467,6 +510,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
     def record_thumb(request: Request, record_id: str, page: int) -> Response:
         user, _ = require(request)
         record = record_for(request, user, record_id, "thumbnail")
+        refuse_scans(request, user, record, "thumbnail")
         if record.archive is None:
             raise Refused(404, "この記録はまだ保存庫に保管されていません。")
         folder = thumbs_dir / record.id / record.archive.sha256[:16]
@@ -510,9 +554,12 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
                     changes[name] = raw
             if "fiscal_year" in changes and changes["fiscal_year"] == record.metadata.fiscal_year:
                 del changes["fiscal_year"]  # let a corrected date move the 年度
-            correct_record(store(), catalog, record, changes, agent=user.name, reason=str(form.get("reason") or ""))
+            correct_record(store(), catalog, record, changes, agent=user.name, reason=str(form.get("reason") or ""),
+                           start_rule=settings.retention_start_rule)
         except (q.QueryError, StewardshipError) as exc:
             return back(record.id, error=str(exc))
+        except StorageError as exc:
+            return back(record.id, error=f"保存庫が修正を受け付けませんでした。しばらくしてからもう一度お試しください。（{exc}）")
         audit.write("correct", user=user.name, record_id=record.id, detail=str(form.get("reason") or ""),
                     ip=_client_ip(request))
         return back(record.id, done="修正を保存しました（新しい版として保管されました）。")

@@ -20,11 +20,11 @@ from processors.archive.catalog import Catalog
 from processors.archive.events import with_event
 from processors.archive.storage import ArchiveStore
 from processors.records.dates import fiscal_year as fiscal_year_of
-from processors.records.retention import extend_retention
-from schemas.record import Record
+from processors.records.retention import add_years, extend_retention, start_date_for
+from schemas.record import Record, Retention
 
 __all__ = ["CORRECTABLE", "StewardshipError", "approve_disposition", "correct_record", "disposition_decision",
-           "extend", "set_legal_hold"]
+           "extend", "recomputed_retention", "set_legal_hold"]
 
 # Fields a person may correct, with their Japanese labels (the form shows them in this order).
 CORRECTABLE: dict[str, str] = {
@@ -64,12 +64,15 @@ def _shown(value: object) -> str:
 
 
 def correct_record(store: ArchiveStore, catalog: Catalog, record: Record, changes: Mapping[str, object], *,
-                   agent: str, reason: str | None) -> Record:
+                   agent: str, reason: str | None, start_rule: str = "fiscal") -> Record:
     """Correct metadata fields; returns the new record (unchanged fields are ignored).
 
     Values arrive already typed (dates as date, numbers as int, '' or None to clear).
-    A corrected 文書日付 moves the 年度 with it unless the 年度 is corrected too. The
-    retention is not recomputed: changing it is 延長, a decision of its own.
+    A corrected 文書日付 moves the 年度 with it unless the 年度 is corrected too, and
+    moves the 起算日 and 満了日 with it (`recomputed_retention`): they were derived from a
+    date that was wrong. The stored objects' locks follow a later 満了日; an earlier one
+    cannot shorten them (COMPLIANCE mode), so they stay locked to the old date and the
+    record page shows both.
     """
     reason = _reason(reason)
     unknown = set(changes) - set(CORRECTABLE)
@@ -93,9 +96,70 @@ def correct_record(store: ArchiveStore, catalog: Catalog, record: Record, change
     detail = "; ".join(f"{CORRECTABLE.get(k, k)}: {_shown(getattr(md, k))} → {_shown(v)}"
                        for k, v in update.items() if k in CORRECTABLE)
     corrected = record.model_copy(update={"metadata": md.model_copy(update=update)})
+    retention = record.retention
+    if "document_date" in update and retention is not None:
+        retention = recomputed_retention(retention, update["document_date"], start_rule)  # type: ignore[arg-type]
+        if retention != record.retention:
+            old = record.retention
+            detail += (f"; 起算日: {_shown(old.start_date)} → {_shown(retention.start_date)}"
+                       f"; 満了日: {_shown(old.expiry_date)} → {_shown(retention.expiry_date)}")
+            corrected = corrected.model_copy(update={"retention": retention})
     corrected = Record.model_validate(corrected.model_dump())  # the same checks as any record
     corrected = with_event(corrected, "corrected", agent=agent, detail=f"{detail}（理由: {reason}）")
+    if retention != record.retention:
+        corrected = _relock(store, record, corrected)
     return _write(store, catalog, corrected)
+
+
+def recomputed_retention(current: Retention, document_date: dt.date | None, start_rule: str = "fiscal") -> Retention:
+    """The retention of a record whose 文書日付 was corrected: same 保存期間 and 移管/廃棄,
+    起算日 and 満了日 from the new date.
+
+    A 満了日 set by hand in a 延長 beyond the period's own end is a decision about this
+    record and is kept when it is later than the recomputed one. Without a date (cleared)
+    there is no 起算日 or 満了日: the record is then held (lock_for) until a date is given.
+    """
+    if document_date is None:
+        return current.model_copy(update={"start_date": None, "expiry_date": None})
+    if current.period_years is None:  # 永年 and 1年未満: no 満了日 to move
+        start = None if current.start_date is None else start_date_for(document_date, start_rule)
+        return current.model_copy(update={"start_date": start})
+    start = start_date_for(document_date, start_rule)
+    expiry = add_years(start, current.period_years)
+    own_end = add_years(current.start_date, current.period_years) if current.start_date else None
+    if current.expiry_date and own_end and current.expiry_date > own_end and current.expiry_date > expiry:
+        expiry = current.expiry_date  # an explicit 延長 to a date outlives the correction
+    return current.model_copy(update={"start_date": start, "expiry_date": expiry})
+
+
+def _relock(store: ArchiveStore, before: Record, after: Record) -> Record:
+    """Make the stored PDF/A and original follow the corrected retention, never loosening them.
+
+    A later 満了日 extends their locks; an earlier one leaves them as they are (a
+    COMPLIANCE lock cannot be shortened, and should not be: the objects stay until the
+    later date). A record that was held only because it had no 満了日 gets its lock date
+    set first and then the automatic hold lifted, so it is never unprotected.
+    """
+    arc = after.archive
+    if arc is None:
+        return after
+    until, hold = lock_for(after, dt.date.today())
+    _, held_before = lock_for(before, dt.date.today())
+    if store.locking:
+        for key, version in ((arc.key, arc.version_id), (arc.original_key, arc.original_version_id)):
+            if version is None:
+                continue
+            if hold:
+                store.set_legal_hold(key, version, True)
+                continue
+            current = store.retention_of(key, version).retained_through
+            if until is not None and (current is None or current < until):
+                store.extend_retention(key, version, until)
+            if held_before and not before.retention.legal_hold:  # type: ignore[union-attr]
+                store.set_legal_hold(key, version, False)  # the automatic hold of an undated record
+    if until is not None and (arc.retain_until is None or until > arc.retain_until):
+        after = after.model_copy(update={"archive": arc.model_copy(update={"retain_until": until})})
+    return after
 
 
 def set_legal_hold(store: ArchiveStore, catalog: Catalog, record: Record, on: bool, *, agent: str,
