@@ -409,8 +409,8 @@ def test_every_search_view_and_download_is_audited_and_exportable(web_env):
         assert label in page.text, label
     exported = auditor.get("/audit.csv", params={"user": "viewer"})
     rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
-    assert rows[0] == ["日時(UTC)", "利用者", "操作", "記録ID", "内容", "接続元"]
-    actions = {row[2] for row in rows[1:]}
+    assert rows[0] == ["日時(日本時間)", "日付(和暦)", "利用者", "操作", "記録ID", "内容", "接続元"]
+    actions = {row[3] for row in rows[1:]}
     assert {"検索", "閲覧", "PDF取得", "原本取得", "拒否", "ログイン"} <= actions
 
 
@@ -509,3 +509,250 @@ def test_recomputed_retention_keeps_the_period_and_an_explicit_extension():
     assert recomputed_retention(five, None).expiry_date is None  # no date: held until one is given
     permanent = five.model_copy(update={"period": "永年", "period_years": None, "expiry_date": None})
     assert recomputed_retention(permanent, dt.date(2026, 5, 1)).expiry_date is None
+
+
+# ------------------------------------------------------------------ a corrected 文書種別 or 件名 re-matches the schedule
+
+
+def _store_retained(web_env, name: str, *, title: str, doc_type: str, day: dt.date, text: str,
+                    events_at: dt.datetime | None = None) -> str:
+    """One more 機密性2 record retained as the pipeline would (assign_retention over schemas/retention.yaml)."""
+    import uuid
+
+    from processors.archive.archiving import store_record
+    from processors.records.retention import assign_retention
+    from tests.web_fixtures import _page_png, _pdf, _record
+
+    rid = f"web{uuid.uuid4().hex[:8]}{name}"
+    original, pdf = _page_png(rid), _pdf(1, rid)
+    record = _record(rid, original, title=title, text=text, doc_type=doc_type, classification="機密性2", day=day,
+                     expiry=dt.date(2030, 3, 31))
+    record = record.model_copy(update={"retention": assign_retention(record.metadata)})
+    if events_at is not None:
+        record = record.model_copy(update={"events": [e.model_copy(update={"at": events_at}) for e in record.events]})
+    (web_env.home / f"{rid}.png").write_bytes(original)
+    (web_env.home / f"{rid}.pdf").write_bytes(pdf)
+    web_env.catalog.add(store_record(web_env.store_factory(), record, web_env.home / f"{rid}.pdf",
+                                     web_env.home / f"{rid}.png"))
+    return rid
+
+
+def _locks(store, record) -> list[dt.date]:
+    arc = record.archive
+    return [store.retention_of(key, version).retained_through
+            for key, version in ((arc.key, arc.version_id), (arc.original_key, arc.original_version_id))]
+
+
+def test_a_type_or_title_correction_rematches_the_retention_rule_and_moves_the_locks(web_env, seaweed,
+                                                                                       seaweed_bucket):
+    rid = _store_retained(web_env, "retype", title="防災訓練の実施について", doc_type="通知", day=dt.date(2024, 5, 20),
+                          text="防災訓練 実施 通知")
+    store = seaweed.store(seaweed_bucket)
+    record = web_env.catalog.get(rid)
+    assert (record.retention.period, record.retention.disposition, record.retention.expiry_date) == (
+        "3年", "廃棄", dt.date(2028, 3, 31))  # type:通知
+    manager = client_for(web_env, "manager")
+    token = csrf_of(manager.get(f"/records/{rid}").text)
+
+    # 通知 → 議事録: type rule 10年 移管; 起算日 stays 2025-04-01, 満了日 2035-03-31; both objects locked that long
+    page = manager.post(f"/records/{rid}/correct", data={"csrf_token": token, "document_type": "議事録",
+                                                         "reason": "種別の読み誤り"})
+    assert "修正を保存しました" in page.text and "保存期間を判定し直しました: 10年・移管" in page.text
+    record = web_env.catalog.get(rid)
+    ret = record.retention
+    assert (ret.rule, ret.period, ret.disposition, ret.start_date, ret.expiry_date) == (
+        "type:議事録", "10年", "移管", dt.date(2025, 4, 1), dt.date(2035, 3, 31))
+    assert all(lock >= dt.date(2035, 3, 31) for lock in _locks(store, record))
+    assert record.archive.retain_until >= dt.date(2035, 3, 31)
+    event = record.events[-1]
+    for part in ("文書種別: 通知 → 議事録", "保存期間: 3年 → 10年", "移管/廃棄: 廃棄 → 移管", "満了日: 2028-03-31 → 2035-03-31",
+                 "種別の読み誤り"):
+        assert part in event.detail, part
+    history = page.text[page.text.index("<h2>履歴</h2>"):]
+    assert "保存期間: 3年 → 10年" in history and "manager" in history
+    retention = page.text[page.text.index("<h2>保存期間</h2>"):page.text.index("<h2>個人情報</h2>")]
+    assert "10年" in retention and "移管" in retention and "令和17年3月31日（2035-03-31）" in retention
+    hits = manager.get("/api/search", params={"q": "防災訓練", "retention_period": "10年"}).json()["results"]
+    assert [h["id"] for h in hits] == [rid] and hits[0]["disposition"] == "移管"  # search follows at once
+
+    # back to 通知 but a 件名 with 予算: the keyword rule wins over the type rule (10年 移管 still)
+    page = manager.post(f"/records/{rid}/correct", data={"csrf_token": token, "document_type": "通知",
+                                                         "title": "防災訓練予算の執行について", "reason": "件名の読み誤り"})
+    ret = web_env.catalog.get(rid).retention
+    assert (ret.rule, ret.period, ret.disposition) == ("keyword:予算", "10年", "移管")
+
+    # a 件名 without it: 3年 廃棄, 満了日 earlier; the locks cannot be shortened and the page says so
+    page = manager.post(f"/records/{rid}/correct", data={"csrf_token": token, "title": "防災訓練の実施について",
+                                                         "reason": "再確認"})
+    record = web_env.catalog.get(rid)
+    assert (record.retention.period, record.retention.disposition, record.retention.expiry_date) == (
+        "3年", "廃棄", dt.date(2028, 3, 31))
+    assert all(lock >= dt.date(2035, 3, 31) for lock in _locks(store, record))
+    assert record.archive.retain_until >= dt.date(2035, 3, 31)
+    assert 'id="lock-note"' in page.text and "ロックは短縮できません" in page.text
+    assert "保存庫のロックは短縮できないため" in page.text
+
+
+def test_rematched_retention_uses_the_configured_schedule_and_keeps_holds_and_extensions(tmp_path):
+    from processors.archive.stewardship import rematched_retention
+    from processors.records.retention import SCHEDULE_PATH
+    from schemas.record import Metadata, Retention
+
+    three = Retention(rule="type:通知", period="3年", period_years=3, start_date=dt.date(2025, 4, 1),
+                      expiry_date=dt.date(2028, 3, 31), disposition="廃棄")
+    md = Metadata(document_type="議事録", title="第3回庁議", document_date=dt.date(2024, 5, 20))
+    assert rematched_retention(three, md).expiry_date == dt.date(2035, 3, 31)  # schemas/retention.yaml
+    # the municipality's own schedule (kiroku.toml [retention] schedule), as the pipeline reads it
+    own = tmp_path / "retention.yaml"
+    own.write_text(SCHEDULE_PATH.read_text(encoding="utf-8").replace("議事録: {period: 10年, disposition: 移管}",
+                                                                     "議事録: {period: 30年, disposition: 移管}"),
+                   encoding="utf-8")
+    assert rematched_retention(three, md, schedule=str(own)).expiry_date == dt.date(2055, 3, 31)
+    # a calendar-year 起算日 rule
+    assert rematched_retention(three, md, start_rule="calendar").start_date == dt.date(2025, 1, 1)
+    # a legal hold is not lifted by a correction; a 延長 beyond the new rule stays
+    held = three.model_copy(update={"legal_hold": True})
+    assert rematched_retention(held, md).legal_hold
+    extended = three.model_copy(update={"expiry_date": dt.date(2040, 3, 31), "rule": "type:通知+extended"})
+    kept = rematched_retention(extended, md)
+    assert (kept.expiry_date, kept.rule, kept.period) == (dt.date(2040, 3, 31), "type:議事録+extended", "10年")
+    permanent = three.model_copy(update={"period": "永年", "period_years": None, "expiry_date": None,
+                                         "legal_hold": True, "rule": "type:通知+extended"})
+    assert rematched_retention(permanent, md).period == "永年"
+    # 議事録 → 辞令 (30年): longer than the extension, so the rule's own 満了日
+    longer = rematched_retention(extended, md.model_copy(update={"document_type": "辞令"}))
+    assert (longer.expiry_date, longer.rule) == (dt.date(2055, 3, 31), "type:辞令")
+    # nothing to match on: left as it was
+    assert rematched_retention(three, Metadata()) == three
+
+
+# ------------------------------------------------------------------ times in Japan time, dates in both calendars
+
+
+def test_history_and_record_times_are_shown_in_japan_time(web_env):
+    # 2026-01-05 16:30 UTC is 2026-01-06 01:30 in Japan: another day, which a UTC display gets wrong
+    at = dt.datetime(2026, 1, 5, 16, 30, tzinfo=dt.timezone.utc)
+    rid = _store_retained(web_env, "jst", title="夜間受付の通知", doc_type="通知", day=dt.date(2025, 12, 1),
+                          text="夜間受付", events_at=at)
+    page = client_for(web_env, "viewer").get(f"/records/{rid}")
+    history = page.text[page.text.index("<h2>履歴</h2>"):]
+    assert "令和8年1月6日（2026-01-06） 01:30" in history and 'datetime="2026-01-06T01:30:00+09:00"' in history
+    assert "2026-01-05" not in history and "16:30" not in history
+    assert "日時は日本時間です" in history
+    assert "受付日時" in page.text and "保管日時" in page.text
+    stored = web_env.catalog.get(rid)
+    assert stored.events[0].at == at  # stored UTC, unchanged
+
+
+def test_audit_log_page_filter_and_csv_are_in_japan_time(web_env):
+    from sqlalchemy import insert
+
+    from processors.archive.audit import audit_table
+
+    with web_env.catalog.engine.begin() as conn:  # stored as the log stores it: naive UTC
+        conn.execute(insert(audit_table).values(at=dt.datetime(2026, 1, 5, 16, 30, 5), user="jst-clerk",
+                                                action="view", record_id="r1"))
+    auditor = client_for(web_env, "auditor")
+    page = auditor.get("/audit", params={"user": "jst-clerk"})
+    assert "日時（日本時間）" in page.text and "令和8年1月6日（2026-01-06） 01:30:05" in page.text
+    # a day typed by the auditor is a Japanese day: the entry is on 1月6日, not on 1月5日 (its UTC date)
+    assert "jst-clerk" in auditor.get("/audit", params={"user": "jst-clerk", "since": "R8.1.6", "until": "R8.1.6"}).text
+    assert "01:30:05" not in auditor.get("/audit", params={"user": "jst-clerk", "since": "2026-01-05",
+                                                            "until": "2026-01-05"}).text
+    exported = auditor.get("/audit.csv", params={"user": "jst-clerk"})
+    rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    assert rows[1][:3] == ["2026-01-06 01:30:05", "令和8年1月6日", "jst-clerk"]
+
+
+def test_search_csv_and_register_show_era_dates(web_env):
+    viewer = client_for(web_env, "viewer")
+    rows = list(csv.reader(io.StringIO(viewer.get("/search.csv", params={"q": "減量"}).content.decode("utf-8-sig"))))
+    header, row = rows[0], rows[1]
+    assert row[header.index("文書日付")] == "2019-06-01" and row[header.index("文書日付(和暦)")] == "令和元年6月1日"
+    assert row[header.index("満了日")] == "2025-03-31" and row[header.index("満了日(和暦)")] == "令和7年3月31日"
+    page = client_for(web_env, "manager").get("/manage/register", params={"fiscal_year": "2019"})
+    assert "令和7年3月31日（2025-03-31）" in page.text and "2019年度（令和元年度）" in page.text
+
+
+# ------------------------------------------------------------------ 検索結果に戻る survives a correction
+
+
+def test_the_search_it_came_from_survives_a_correction(web_env):
+    rid = web_env.ids["due"]
+    manager = client_for(web_env, "manager")
+    came_from = "/search?q=%E6%B8%9B%E9%87%8F&fiscal_year=2019&sort=date_asc"
+    page = manager.get(f"/records/{rid}", headers={"referer": f"http://testserver{came_from}"})
+    escaped = came_from.replace("&", "&amp;")
+    assert f'name="back" value="{escaped}"' in page.text  # every form carries it
+    response = manager.post(f"/records/{rid}/correct", data={
+        "csrf_token": csrf_of(page.text), "back": came_from, "addressee": "各課長", "reason": "宛先の補記"},
+        follow_redirects=False)
+    assert response.status_code == 303 and "back=" in response.headers["location"]
+    after = manager.get(response.headers["location"])  # the browser's Referer is now the record page
+    assert "修正を保存しました" in after.text and f'href="{escaped}">← 検索結果に戻る' in after.text
+    failed = manager.post(f"/records/{rid}/correct", data={"csrf_token": csrf_of(page.text), "back": came_from,
+                                                           "addressee": "各課長", "reason": "同じ"})
+    assert "変更された項目がありません" in failed.text and f'href="{escaped}">← 検索結果に戻る' in failed.text
+    # only this app's /search is carried: anything else falls back to an empty search
+    forged = manager.get(f"/records/{rid}", params={"back": "https://evil.example/search?q=x"})
+    assert 'href="/search">← 検索結果に戻る' in forged.text
+    assert 'href="/search">← 検索結果に戻る' in manager.get(f"/records/{rid}", params={"back": "/audit"}).text
+
+
+# ------------------------------------------------------------------ pagination, sorting, facets, saved searches
+
+
+def test_pagination_links_page_through_every_result(web_env):
+    viewer = client_for(web_env, "viewer")
+    first = viewer.get("/search", params={"q": "ごみ", "per_page": "1", "sort": "date_asc"})
+    assert total(first.text) == 2 and 'aria-current="page">1<' in first.text
+    next_url = re.search(r'<a href="([^"]+)" rel="next">', first.text).group(1).replace("&amp;", "&")
+    assert "page=2" in next_url and "per_page=1" in next_url and "sort=date_asc" in next_url
+    second = viewer.get(next_url)
+    found = [re.search(r'<h3><a href="/records/([^"]+)">', p.text).group(1) for p in (first, second)]
+    assert found == [web_env.ids["due"], web_env.ids["open"]]  # date_asc kept across pages
+    assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+    assert viewer.get("/search", params={"q": "ごみ", "per_page": "0"}).status_code == 400
+
+
+def test_facet_counts_match_the_results_and_an_active_facet_can_be_taken_off(web_env):
+    viewer = client_for(web_env, "viewer")
+    page = viewer.get("/search", params={"q": "ごみ"})
+    facets = dict(re.findall(r'>([^<>]+)</a> <span class="count">(\d+)件</span>', page.text))
+    assert facets["契約書"] == "1" and facets["通知"] == "1" and facets["2024年度（令和6年度）"] == "1"
+    link = re.search(r'<a href="([^"]+)" >通知</a>', page.text).group(1).replace("&amp;", "&")
+    narrowed = viewer.get(link)
+    assert total(narrowed.text) == 1 and web_env.ids["due"] in narrowed.text
+    off = re.search(r'<a href="([^"]+)" aria-current="true"', narrowed.text).group(1).replace("&amp;", "&")
+    assert "type=" not in off and "q=" in off and total(viewer.get(off).text) == 2
+
+
+def test_sort_links_keep_the_query(web_env):
+    viewer = client_for(web_env, "viewer")
+    page = viewer.get("/search", params={"q": "ごみ", "fiscal_year": ""})
+    links = dict((label, url) for url, label in re.findall(r'<a href="([^"]+)">([^<]+)</a>', page.text)
+                 if "sort=" in url)
+    assert set(links) == {"日付の新しい順", "日付の古い順", "文書番号順"}
+    assert all("q=%E3%81%94%E3%81%BF" in url and "fiscal_year" not in url for url in links.values())
+
+
+@pytest.mark.xfail(strict=True, reason="文書番号順 compares the keys as text (環第105号 before 環第98号); the sort key "
+                                       "belongs to processors/archive/query.py and catalog.py (search branch)")
+def test_sort_by_document_number_is_numeric(web_env):
+    viewer = client_for(web_env, "viewer")
+    hits = viewer.get("/api/search", params={"q": "ごみ", "sort": "number"}).json()["results"]
+    numbers = [h["document_number"] for h in hits]
+    assert numbers == sorted(numbers, key=lambda n: int(re.sub(r"\D", "", n))), numbers
+
+
+def test_saved_search_runs_again_and_deleting_it_keeps_the_results(web_env):
+    viewer = client_for(web_env, "viewer")
+    page = viewer.get("/search", params={"q": "減量", "fiscal_year": "2019"})
+    query = re.search(r'name="query" value="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+    saved = viewer.post("/saved", data={"csrf_token": csrf_of(page.text), "name": "減量の通知", "query": query})
+    assert total(saved.text) == 1 and "減量の通知" in saved.text
+    link = re.search(r'<a href="(/search\?[^"]+)">減量の通知</a>', saved.text).group(1).replace("&amp;", "&")
+    assert total(viewer.get(link).text) == 1
+    search_id = re.search(r'action="/saved/(\d+)/delete"', saved.text.split("減量の通知")[1]).group(1)
+    gone = viewer.post(f"/saved/{search_id}/delete", data={"csrf_token": csrf_of(saved.text), "query": query})
+    assert "減量の通知" not in gone.text and total(gone.text) == 1  # still on the same results

@@ -42,7 +42,7 @@ from fastapi.templating import Jinja2Templates
 
 from kiroku.config import Settings
 from processors.archive import query as q
-from processors.archive.audit import ACTIONS, AuditLog
+from processors.archive.audit import ACTIONS, AuditLog, in_jst
 from processors.archive.catalog import REGISTER_COLUMNS, Catalog, _csv_cell
 from processors.archive.stewardship import CORRECTABLE, StewardshipError
 from processors.archive.storage import StorageError
@@ -92,6 +92,42 @@ def wareki(day: dt.date | None) -> str:
         return day.isoformat()
 
 
+def wareki_text(value: object) -> str:
+    """wareki() of a date given as a date or as ISO text (register rows carry ISO strings)."""
+    if isinstance(value, dt.date):
+        return wareki(value)
+    try:
+        return wareki(dt.date.fromisoformat(str(value))) if value else "—"
+    except ValueError:
+        return str(value)
+
+
+def _era(day: dt.date | None) -> str | None:
+    """令和7年4月1日, or None (no date, or before the Gregorian calendar in Japan)."""
+    try:
+        return to_wareki(day) if day else None
+    except ValueError:
+        return None
+
+
+def jst_time(moment: dt.datetime | None, *, seconds: bool = False) -> str:
+    """A stored instant (UTC) as people in Japan read it: 令和8年12月3日（2026-12-03）18:17 JST.
+
+    Stored times stay UTC everywhere (catalog, audit log, record.json); they become
+    Japan time only here, at the moment they are shown. A naive datetime is UTC (the
+    audit log stores them so)."""
+    if moment is None:
+        return "—"
+    local = in_jst(moment)
+    clock = local.strftime("%H:%M:%S" if seconds else "%H:%M")
+    return f"{wareki(local.date())} {clock}"
+
+
+def jst_iso(moment: dt.datetime) -> str:
+    """The instant in JST as ISO 8601 with its +09:00 offset (for <time datetime>)."""
+    return in_jst(moment).isoformat(timespec="seconds")
+
+
 def _clean(value: str | None) -> str | None:
     if value is None:
         return None
@@ -128,6 +164,30 @@ def _year_input(value: str | None) -> int | None:
     return year
 
 
+PAGE_SIZES = (20, 50, 100)
+
+
+def page_size(params: Any) -> int:
+    """Results per page: ?per_page= (1 to 100; the form offers PAGE_SIZES), default 20."""
+    text = _clean(params.get("per_page")) or "20"
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise q.QueryError("表示件数は1〜100の数で指定してください。")
+    return int(text)
+
+
+def era_year(year: object) -> str:
+    """2024 → 2024年度（令和6年度）: a fiscal year in both calendars (facets, 管理簿).
+
+    Named by the era in effect on 1 May of the year: 2019 is 令和元年度 as it is called
+    today, 1988 stays 昭和63年度 and 1989 is 平成元年度."""
+    try:
+        y = int(str(year))
+        era = to_wareki(dt.date(y, 5, 1))
+    except ValueError:
+        return f"{year}年度"
+    return f"{y}年度（{era[:era.index('年') + 1]}度）"
+
+
 def search_query(params: Any, *, per_page: int = 20) -> q.SearchQuery:
     """The SearchQuery of a form submission or URL (raises QueryError in Japanese)."""
     get = params.get
@@ -148,15 +208,42 @@ def search_query(params: Any, *, per_page: int = 20) -> q.SearchQuery:
         sort=_clean(get("sort")) or "relevance", page=int(page_text), per_page=per_page)
 
 
-def search_back_url(request: Request) -> str:
-    """The search results the user came from (same-origin Referer on /search), else /search.
+def _search_url(value: str | None) -> str | None:
+    """`value` if it is a URL of this app's search page (path /search, no host), else None."""
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(str(value))
+    if parts.scheme or parts.netloc or parts.path != "/search":
+        return None
+    return "/search" + (f"?{parts.query}" if parts.query else "")
 
-    A real link, not history.back(): the Content-Security-Policy allows no inline script,
-    and a link works with the keyboard and in a new tab."""
+
+def search_back_url(request: Request) -> str:
+    """The search results the user came from, else /search.
+
+    Carried as `back` (a query parameter of the record page, a hidden field of each of
+    its forms) so that it survives a correction, a hold or an extension: after a POST
+    the browser's Referer is the record page itself. Without it, the same-origin
+    Referer when it is /search. A real link, not history.back(): the
+    Content-Security-Policy allows no inline script, and a link works with the keyboard
+    and in a new tab."""
+    carried = _search_url(request.query_params.get("back"))
+    if carried:
+        return carried
     referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
     if referer.netloc == request.url.netloc and referer.path == "/search":
         return "/search" + (f"?{referer.query}" if referer.query else "")
     return "/search"
+
+
+def retention_notice(old: Any, new: Any) -> str:
+    """What a correction did to the retention, in a sentence for the message after saving."""
+    if new is None or old == new:
+        return ""
+    text = f"保存期間を判定し直しました: {new.period}・{new.disposition}、満了日 {wareki(new.expiry_date)}。"
+    if old is not None and old.expiry_date and new.expiry_date and new.expiry_date < old.expiry_date:
+        text += "満了日は早まりましたが、保存庫のロックは短縮できないため、元の期限までロックされたままです。"
+    return text
 
 
 def _client_ip(request: Request) -> str | None:
@@ -183,7 +270,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
     app = FastAPI(title="kiroku 記録", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.globals.update(wareki=wareki, EVENT_LABELS=EVENT_LABELS, PII_LABELS=PII_LABELS,
+    templates.env.globals.update(wareki=wareki, wareki_text=wareki_text, era_year=era_year, jst_time=jst_time, jst_iso=jst_iso, EVENT_LABELS=EVENT_LABELS, PII_LABELS=PII_LABELS,
                                  FACETS=q.FACETS, SORTS=q.SORTS, ACTIONS=ACTIONS, CORRECTABLE=CORRECTABLE)
 
     # ------------------------------------------------------------------ helpers
@@ -322,9 +409,9 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
 
     # ------------------------------------------------------------------ search
 
-    def run_search(request: Request, user: User, per_page: int = 20) -> tuple[q.SearchQuery | None, q.SearchResult | None, str | None]:
+    def run_search(request: Request, user: User) -> tuple[q.SearchQuery | None, q.SearchResult | None, str | None]:
         try:
-            query = search_query(request.query_params, per_page=per_page)
+            query = search_query(request.query_params, per_page=page_size(request.query_params))
             return query, q.search(catalog, query, user.clearance, mask=masked(user)), None
         except q.QueryError as exc:
             return None, None, str(exc)
@@ -333,26 +420,34 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
     def search_page(request: Request) -> Response:
         user, csrf = require(request)
         params = request.query_params
-        asked = any(params.get(k) for k in params.keys() if k not in ("sort", "page"))
+        asked = any(params.get(k) for k in params.keys() if k not in ("sort", "page", "per_page"))
         query, result, error = run_search(request, user) if asked else (None, None, None)
         if asked:
             audit.write("search", user=user.name, detail=urllib.parse.unquote(str(request.url.query)),
                         ip=_client_ip(request))
+        base = {k: v for k, v in params.items() if k != "page" and v != ""}
+
+        def url(**changes: object) -> str:
+            values = {**base, **{k: str(v) for k, v in changes.items() if v is not None}}
+            for k in [k for k, v in changes.items() if v is None]:
+                values.pop(k, None)
+            return "/search?" + urllib.parse.urlencode(values)
+
         facet_links = {}
         if result:
             for name in q.FACETS:
                 key = "type" if name == "document_type" else name
                 links = []
                 for value, count in result.facets.get(name, []):
-                    values = {k: v for k, v in params.items() if k != "page"}
-                    values[key] = value
-                    links.append((value, count, "/search?" + urllib.parse.urlencode(values), params.get(key) == value))
+                    active = _clean(params.get(key)) == _clean(str(value))
+                    # an active value's link takes the filter off again (a toggle, like any shop's facets)
+                    links.append((value, count, url(**{key: None if active else value}), active))
                 facet_links[name] = links
-        base = {k: v for k, v in params.items() if k != "page"}
         return render(request, "search.html", {
             "params": params, "result": result, "error": error, "facet_links": facet_links,
-            "page_url": lambda n: "/search?" + urllib.parse.urlencode({**base, "page": n}),
-            "csv_url": "/search.csv?" + urllib.parse.urlencode(base),
+            "page_url": lambda n: url(page=n), "sort_url": lambda key: url(sort=key),
+            "current_sort": _clean(params.get("sort")) or "relevance",
+            "csv_url": "/search.csv?" + urllib.parse.urlencode(base), "page_sizes": PAGE_SIZES,
             "saved": users.saved_searches(user), "query_string": urllib.parse.urlencode(base),
         }, 400 if error else 200, user, csrf)
 
@@ -374,17 +469,18 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
             raise Refused(400, str(exc)) from exc
         audit.write("export_csv", user=user.name, detail=f"{len(rows)}件: " + urllib.parse.unquote(
             str(request.url.query)), ip=_client_ip(request))
-        header = ["ID", "件名", "文書種別", "文書番号", "文書日付", "年度", "部署", "発信者", "機密性", "保存期間", "満了日",
-                  "移管/廃棄"]
+        # ISO dates (Excel sorts them) with the era date beside each, as the officer reads it
+        header = ["ID", "件名", "文書種別", "文書番号", "文書日付", "文書日付(和暦)", "年度", "部署", "発信者", "機密性", "保存期間",
+                  "満了日", "満了日(和暦)", "移管/廃棄"]
         out = io.StringIO()
         out.write("\ufeff")
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(header)
         for h in rows:
             writer.writerow([_csv_cell(v) for v in (h.record_id, h.title, h.document_type, h.document_number,
-                                                    h.document_date, h.fiscal_year, h.department, h.issuer,
-                                                    h.classification, h.retention_period, h.expiry_date,
-                                                    h.disposition)])
+                                                    h.document_date, _era(h.document_date), h.fiscal_year,
+                                                    h.department, h.issuer, h.classification, h.retention_period,
+                                                    h.expiry_date, _era(h.expiry_date), h.disposition)])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": "attachment; filename=\"kiroku-search.csv\""})
 
@@ -403,9 +499,11 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
     @app.post("/saved/{search_id}/delete")
     async def delete_search(request: Request, search_id: int) -> Response:
         user, csrf = require(request)
-        check_csrf(await request.form(), csrf)
+        form = await request.form()
+        check_csrf(form, csrf)
         users.delete_search(user, search_id)
-        return RedirectResponse("/search", status_code=303)
+        query_string = str(form.get("query") or "")
+        return RedirectResponse("/search" + (f"?{query_string}" if query_string else ""), status_code=303)
 
     @app.get("/api/search")
     def api_search(request: Request) -> Response:
@@ -529,8 +627,11 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
         check_csrf(form, csrf)
         return user, record_for(request, user, record_id, "view"), form
 
-    def back(record_id: str, *, done: str | None = None, error: str | None = None) -> Response:
-        query = urllib.parse.urlencode({k: v for k, v in (("done", done), ("error", error)) if v})
+    def back(record_id: str, form: Any, *, done: str | None = None, error: str | None = None) -> Response:
+        """Back to the record page with the outcome, still knowing the search it came from."""
+        came_from = _search_url(str(form.get("back") or ""))
+        query = urllib.parse.urlencode({k: v for k, v in (("done", done), ("error", error), ("back", came_from))
+                                        if v})
         return RedirectResponse(f"/records/{record_id}?{query}", status_code=303)
 
     @app.post("/records/{record_id}/correct")
@@ -554,15 +655,17 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
                     changes[name] = raw
             if "fiscal_year" in changes and changes["fiscal_year"] == record.metadata.fiscal_year:
                 del changes["fiscal_year"]  # let a corrected date move the 年度
-            correct_record(store(), catalog, record, changes, agent=user.name, reason=str(form.get("reason") or ""),
-                           start_rule=settings.retention_start_rule)
+            corrected = correct_record(store(), catalog, record, changes, agent=user.name,
+                                       reason=str(form.get("reason") or ""), start_rule=settings.retention_start_rule,
+                                       schedule=settings.retention_schedule)
         except (q.QueryError, StewardshipError) as exc:
-            return back(record.id, error=str(exc))
+            return back(record.id, form, error=str(exc))
         except StorageError as exc:
-            return back(record.id, error=f"保存庫が修正を受け付けませんでした。しばらくしてからもう一度お試しください。（{exc}）")
+            return back(record.id, form, error=f"保存庫が修正を受け付けませんでした。しばらくしてからもう一度お試しください。（{exc}）")
         audit.write("correct", user=user.name, record_id=record.id, detail=str(form.get("reason") or ""),
                     ip=_client_ip(request))
-        return back(record.id, done="修正を保存しました（新しい版として保管されました）。")
+        return back(record.id, form, done="修正を保存しました（新しい版として保管されました）。"
+                    + retention_notice(record.retention, corrected.retention))
 
     @app.post("/records/{record_id}/hold")
     async def hold(request: Request, record_id: str) -> Response:
@@ -573,10 +676,10 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
         try:
             set_legal_hold(store(), catalog, record, on, agent=user.name, reason=str(form.get("reason") or ""))
         except StewardshipError as exc:
-            return back(record.id, error=str(exc))
+            return back(record.id, form, error=str(exc))
         audit.write("legal_hold", user=user.name, record_id=record.id, detail=("設定" if on else "解除"),
                     ip=_client_ip(request))
-        return back(record.id, done="リーガルホールドを" + ("設定" if on else "解除") + "しました。")
+        return back(record.id, form, done="リーガルホールドを" + ("設定" if on else "解除") + "しました。")
 
     @app.post("/records/{record_id}/extend")
     async def extend_retention(request: Request, record_id: str) -> Response:
@@ -589,15 +692,15 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
             extend(store(), catalog, record, period=period, until=until, agent=user.name,
                    reason=str(form.get("reason") or ""))
         except (q.QueryError, StewardshipError) as exc:
-            return back(record.id, error=str(exc))
+            return back(record.id, form, error=str(exc))
         except Exception as exc:  # the server refusing to move a lock: say so plainly
             from processors.archive.storage import StorageError
 
             if isinstance(exc, StorageError):
-                return back(record.id, error=f"保存庫が延長を受け付けませんでした: {exc}")
+                return back(record.id, form, error=f"保存庫が延長を受け付けませんでした: {exc}")
             raise
         audit.write("extend", user=user.name, record_id=record.id, ip=_client_ip(request))
-        return back(record.id, done="保存期間を延長しました。")
+        return back(record.id, form, done="保存期間を延長しました。")
 
     @app.post("/records/{record_id}/approve")
     async def approve(request: Request, record_id: str) -> Response:
@@ -610,13 +713,13 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
             if form.get("from") == "queue":
                 return RedirectResponse("/manage/disposition?" + urllib.parse.urlencode({"error": str(exc)}),
                                         status_code=303)
-            return back(record.id, error=str(exc))
+            return back(record.id, form, error=str(exc))
         audit.write("approve_disposition", user=user.name, record_id=record.id,
                     detail=str(form.get("reason") or ""), ip=_client_ip(request))
         if form.get("from") == "queue":
             return RedirectResponse("/manage/disposition?done=" + urllib.parse.quote(f"{record.id} を承認しました。"),
                                     status_code=303)
-        return back(record.id, done="廃棄・移管を承認しました（保存庫からは何も削除していません）。")
+        return back(record.id, form, done="廃棄・移管を承認しました（保存庫からは何も削除していません）。")
 
     # ------------------------------------------------------------------ records management
 

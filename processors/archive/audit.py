@@ -19,7 +19,21 @@ from dataclasses import dataclass
 from sqlalchemy import Column, DateTime, Index, Integer, MetaData, String, Table, Text, func, insert, or_, select
 from sqlalchemy.engine import Engine
 
-__all__ = ["ACTIONS", "AuditEntry", "AuditLog"]
+__all__ = ["ACTIONS", "JST", "AuditEntry", "AuditLog", "in_jst"]
+
+JST = dt.timezone(dt.timedelta(hours=9), "JST")  # Asia/Tokyo: Japan has no daylight saving time
+
+
+def in_jst(moment: dt.datetime) -> dt.datetime:
+    """An instant in Japan time; a naive datetime is UTC (how this log and the catalog store them)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(JST)
+
+
+def _utc_start_of(day: dt.date) -> dt.datetime:
+    """The naive UTC instant a Japanese calendar day begins (00:00 JST = 15:00 UTC the day before)."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=JST).astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 ACTIONS: dict[str, str] = {
     "login": "ログイン", "login_failed": "ログイン失敗", "logout": "ログアウト", "search": "検索",
@@ -43,7 +57,7 @@ audit_table = Table(
     Index("ix_audit_log_user_action_at", "user", "action", "at"),
 )
 
-CSV_COLUMNS = ("日時(UTC)", "利用者", "操作", "記録ID", "内容", "接続元")
+CSV_COLUMNS = ("日時(日本時間)", "日付(和暦)", "利用者", "操作", "記録ID", "内容", "接続元")
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,7 @@ class AuditLog:
 
     def entries(self, *, user: str | None = None, action: str | None = None, record_id: str | None = None,
                 since: dt.date | None = None, until: dt.date | None = None, limit: int = 500) -> list[AuditEntry]:
-        """Newest first."""
+        """Newest first. `since` and `until` are Japanese calendar days (JST), as an auditor means them."""
         t = audit_table
         stmt = select(t).order_by(t.c.id.desc()).limit(limit)
         if user:
@@ -96,21 +110,27 @@ class AuditLog:
         if record_id:
             stmt = stmt.where(t.c.record_id == record_id)
         if since:
-            stmt = stmt.where(t.c.at >= dt.datetime.combine(since, dt.time()))
+            stmt = stmt.where(t.c.at >= _utc_start_of(since))
         if until:
-            stmt = stmt.where(t.c.at < dt.datetime.combine(until + dt.timedelta(days=1), dt.time()))
+            stmt = stmt.where(t.c.at < _utc_start_of(until + dt.timedelta(days=1)))
         with self.engine.connect() as conn:
             return [AuditEntry(r.id, r.at, r.user, r.action, r.record_id, r.detail, r.ip) for r in conn.execute(stmt)]
 
     @staticmethod
     def csv_text(entries: Iterable[AuditEntry]) -> str:
-        """CSV (with a BOM, CRLF) that Excel opens as UTF-8."""
+        """CSV (with a BOM, CRLF) that Excel opens as UTF-8.
+
+        Times in Japan time (stored UTC), as `2026-12-03 18:17:18` so that Excel reads
+        them as times, with the era date beside them."""
+        from processors.records.dates import to_wareki
+
         out = io.StringIO()
         out.write("\ufeff")
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
         for e in entries:
-            cells = [e.at.isoformat(timespec="seconds"), e.user or "", e.action_label, e.record_id or "",
-                     e.detail or "", e.ip or ""]
+            local = in_jst(e.at)
+            cells = [local.strftime("%Y-%m-%d %H:%M:%S"), to_wareki(local.date()), e.user or "", e.action_label,
+                     e.record_id or "", e.detail or "", e.ip or ""]
             writer.writerow(["'" + c if c[:1] in ("=", "+", "-", "@") else c for c in cells])
         return out.getvalue()

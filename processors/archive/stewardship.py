@@ -20,11 +20,16 @@ from processors.archive.catalog import Catalog
 from processors.archive.events import with_event
 from processors.archive.storage import ArchiveStore
 from processors.records.dates import fiscal_year as fiscal_year_of
-from processors.records.retention import add_years, extend_retention, start_date_for
-from schemas.record import Record, Retention
+from processors.records.retention import PERMANENT, add_years, assign_retention, extend_retention, load_schedule, \
+    start_date_for
+from schemas.record import Metadata, Record, Retention
 
 __all__ = ["CORRECTABLE", "StewardshipError", "approve_disposition", "correct_record", "disposition_decision",
-           "extend", "recomputed_retention", "set_legal_hold"]
+           "extend", "recomputed_retention", "rematched_retention", "retention_changes", "set_legal_hold"]
+
+# Fields whose correction changes which rule of the retention schedule applies (keyword
+# rules read the 件名, type rules the 文書種別), so the retention is matched again.
+RULE_FIELDS = ("title", "document_type")
 
 # Fields a person may correct, with their Japanese labels (the form shows them in this order).
 CORRECTABLE: dict[str, str] = {
@@ -64,15 +69,21 @@ def _shown(value: object) -> str:
 
 
 def correct_record(store: ArchiveStore, catalog: Catalog, record: Record, changes: Mapping[str, object], *,
-                   agent: str, reason: str | None, start_rule: str = "fiscal") -> Record:
+                   agent: str, reason: str | None, start_rule: str = "fiscal",
+                   schedule: str | None = None) -> Record:
     """Correct metadata fields; returns the new record (unchanged fields are ignored).
 
     Values arrive already typed (dates as date, numbers as int, '' or None to clear).
-    A corrected 文書日付 moves the 年度 with it unless the 年度 is corrected too, and
-    moves the 起算日 and 満了日 with it (`recomputed_retention`): they were derived from a
-    date that was wrong. The stored objects' locks follow a later 満了日; an earlier one
-    cannot shorten them (COMPLIANCE mode), so they stay locked to the old date and the
-    record page shows both.
+    A corrected 文書日付 moves the 年度 with it unless the 年度 is corrected too.
+
+    The retention follows what was corrected, because it was derived from it:
+    - a corrected 件名 or 文書種別 matches the retention schedule again
+      (`rematched_retention`: the pipeline's own assign_retention over the same
+      schedule file and 起算日 rule), so 保存期間, 移管/廃棄, 起算日 and 満了日 may all change;
+    - a corrected 文書日付 alone moves the 起算日 and 満了日 (`recomputed_retention`).
+    The stored objects' locks follow a later 満了日; an earlier one cannot shorten them
+    (COMPLIANCE mode), so they stay locked to the old date and the record page shows both.
+    The history entry lists every field that changed, retention included.
     """
     reason = _reason(reason)
     unknown = set(changes) - set(CORRECTABLE)
@@ -95,20 +106,61 @@ def correct_record(store: ArchiveStore, catalog: Catalog, record: Record, change
         raise StewardshipError("変更された項目がありません。")
     detail = "; ".join(f"{CORRECTABLE.get(k, k)}: {_shown(getattr(md, k))} → {_shown(v)}"
                        for k, v in update.items() if k in CORRECTABLE)
-    corrected = record.model_copy(update={"metadata": md.model_copy(update=update)})
+    new_md = md.model_copy(update=update)
+    corrected = record.model_copy(update={"metadata": new_md})
     retention = record.retention
-    if "document_date" in update and retention is not None:
+    if any(name in update for name in RULE_FIELDS):
+        retention = rematched_retention(retention, new_md, schedule=schedule, start_rule=start_rule)
+    elif "document_date" in update and retention is not None:
         retention = recomputed_retention(retention, update["document_date"], start_rule)  # type: ignore[arg-type]
-        if retention != record.retention:
-            old = record.retention
-            detail += (f"; 起算日: {_shown(old.start_date)} → {_shown(retention.start_date)}"
-                       f"; 満了日: {_shown(old.expiry_date)} → {_shown(retention.expiry_date)}")
-            corrected = corrected.model_copy(update={"retention": retention})
+    if retention != record.retention:
+        detail += retention_changes(record.retention, retention)
+        corrected = corrected.model_copy(update={"retention": retention})
     corrected = Record.model_validate(corrected.model_dump())  # the same checks as any record
     corrected = with_event(corrected, "corrected", agent=agent, detail=f"{detail}（理由: {reason}）")
     if retention != record.retention:
         corrected = _relock(store, record, corrected)
     return _write(store, catalog, corrected)
+
+
+def retention_changes(old: Retention | None, new: Retention | None) -> str:
+    """'; 保存期間: 5年 → 10年; 満了日: ...' for the history: each retention field that changed."""
+    if new is None or old == new:
+        return ""
+    fields = (("保存期間", "period"), ("移管/廃棄", "disposition"), ("起算日", "start_date"),
+              ("満了日", "expiry_date"), ("適用規則", "rule"))
+    parts = [f"{label}: {_shown(getattr(old, name, None) if old else None)} → {_shown(getattr(new, name))}"
+             for label, name in fields if old is None or getattr(old, name) != getattr(new, name)]
+    if old is not None and old.legal_hold and new.legal_hold and old.period == PERMANENT != new.period:
+        parts.append("リーガルホールドは維持（訂正では解除しません。必要なら理由を付けて解除してください）")
+    return "".join(f"; {p}" for p in parts)
+
+
+def rematched_retention(current: Retention | None, metadata: Metadata, *, schedule: str | None = None,
+                        start_rule: str = "fiscal") -> Retention | None:
+    """The retention of corrected metadata, matched again against the retention schedule.
+
+    The pipeline's own `assign_retention` over the same schedule (schemas/retention.yaml
+    or kiroku.toml's [retention] schedule) and 起算日 rule, so a corrected record is
+    retained exactly as if it had been read right the first time, except for what a
+    person decided about this record, which a correction does not undo:
+    - a legal hold stays on (lifting one is its own action, with its own reason);
+    - a 延長 (rule ending in +extended) is kept where it is longer than the new rule:
+      永年 stays 永年, a later 満了日 stays.
+    With nothing to match on (件名 and 文書種別 both cleared) the retention is left as it was.
+    """
+    new = assign_retention(metadata, load_schedule(schedule), start_rule)
+    if new is None or current is None:
+        return current if new is None else new
+    update: dict[str, object] = {"legal_hold": new.legal_hold or current.legal_hold}
+    if current.rule.endswith("+extended"):
+        if current.period == PERMANENT and new.period != PERMANENT:
+            update.update(period=PERMANENT, period_years=None, expiry_date=None, legal_hold=True)
+        elif (current.expiry_date and new.expiry_date and current.expiry_date > new.expiry_date):
+            update["expiry_date"] = current.expiry_date
+        if len(update) > 1:
+            update["rule"] = new.rule + "+extended"
+    return new.model_copy(update=update)
 
 
 def recomputed_retention(current: Retention, document_date: dt.date | None, start_rule: str = "fiscal") -> Retention:
