@@ -233,7 +233,7 @@ def test_scans_of_a_record_with_a_my_number_are_withheld_unless_cleared_3a(web_e
     assert admin.get(f"/records/{rid}/original").content == web_env.originals["pii3b"]
     auditor = client_for(web_env, "auditor")
     denied = auditor.get("/audit", params={"user": "manager", "action": "denied"}).text
-    assert "download_pdf: 個人番号を含むため" in denied and "thumbnail: 個人番号を含むため" in denied
+    assert "PDF取得: 個人番号を含むため" in denied and "サムネイル: 個人番号を含むため" in denied
 
 
 def test_a_my_number_only_in_the_text_also_withholds_the_scans(web_env):
@@ -405,8 +405,8 @@ def test_every_search_view_and_download_is_audited_and_exportable(web_env):
     auditor = client_for(web_env, "auditor")
     page = auditor.get("/audit", params={"user": "viewer"})
     assert page.status_code == 200
-    for label in ("検索", "閲覧", "PDF取得", "原本取得", "拒否", "監査テスト語"):
-        assert label in page.text, label
+    for label in ("検索", "閲覧", "PDF取得", "原本取得", "拒否", "キーワード「監査テスト語」"):
+        assert label in page.text, label  # a logged search is shown in words, not as a query string
     exported = auditor.get("/audit.csv", params={"user": "viewer"})
     rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
     assert rows[0] == ["日時(日本時間)", "日付(和暦)", "利用者", "操作", "記録ID", "内容", "接続元"]
@@ -570,6 +570,7 @@ def test_a_type_or_title_correction_rematches_the_retention_rule_and_moves_the_l
         assert part in event.detail, part
     history = page.text[page.text.index("<h2>履歴</h2>"):]
     assert "保存期間: 3年 → 10年" in history and "manager" in history
+    assert "満了日: 令和10年3月31日（2028-03-31） → 令和17年3月31日（2035-03-31）" in history  # both calendars
     retention = page.text[page.text.index("<h2>保存期間</h2>"):page.text.index("<h2>個人情報</h2>")]
     assert "10年" in retention and "移管" in retention and "令和17年3月31日（2035-03-31）" in retention
     hits = manager.get("/api/search", params={"q": "防災訓練", "retention_period": "10年"}).json()["results"]
@@ -671,7 +672,7 @@ def test_search_csv_and_register_show_era_dates(web_env):
     assert row[header.index("文書日付")] == "2019-06-01" and row[header.index("文書日付(和暦)")] == "令和元年6月1日"
     assert row[header.index("満了日")] == "2025-03-31" and row[header.index("満了日(和暦)")] == "令和7年3月31日"
     page = client_for(web_env, "manager").get("/manage/register", params={"fiscal_year": "2019"})
-    assert "令和7年3月31日（2025-03-31）" in page.text and "2019年度（令和元年度）" in page.text
+    assert "令和7年3月31日<br><small>2025-03-31</small>" in page.text and "2019年度（令和元年度）" in page.text
 
 
 # ------------------------------------------------------------------ 検索結果に戻る survives a correction

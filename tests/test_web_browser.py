@@ -9,8 +9,10 @@ document gone, the new one complete): the journey once found 0 of 2 search resul
 because the next command ran on the page before the search, when chromium was slow to
 start the form's navigation.
 
-Screenshots of the main pages at 1366x768 go to the test's tmp folder, or to
-$KIROKU_SCREENSHOT_DIR when set (e.g. var/screens), for people to look at.
+Screenshots of the main pages at 1366x768 (login, search with facets, record, PDF,
+correction form, corrected record, register, disposition queue, audit, ...) are the
+test's artifacts: they go to var/test-artifacts/web-screens/ (ignored by git, kept
+after the run for people to look at), or to $KIROKU_SCREENSHOT_DIR when set.
 """
 
 from __future__ import annotations
@@ -64,9 +66,15 @@ def driver():
         yield d
 
 
+ARTIFACTS = Path(__file__).resolve().parents[1] / "var" / "test-artifacts" / "web-screens"
+
+
 @pytest.fixture(scope="module")
-def screens(tmp_path_factory) -> Path:
-    return browser.screenshot_dir(tmp_path_factory.mktemp("screens"))
+def screens() -> Path:
+    folder = browser.screenshot_dir(ARTIFACTS)
+    for old in folder.glob("*.png"):  # this run's pictures only
+        old.unlink()
+    return folder
 
 
 def _login(driver, base: str, name: str) -> None:
@@ -137,11 +145,42 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
     _page_checks(driver)
     driver.save_screenshot(str(screens / "02-search.png"))
 
-    # filter by 年度 (the facet link)
+    # sort by 文書番号 (a link above the results), then page through one result at a time
+    browser.wait_for_new_page(driver, driver.find_element(By.LINK_TEXT, "文書番号順").click)
+    assert "sort=number" in driver.current_url and len(driver.find_elements(By.CSS_SELECTOR, "li.hit")) == 2
+    driver.get(driver.current_url + "&per_page=1")
+    first_hit = driver.find_element(By.CSS_SELECTOR, "li.hit h3").text
+    browser.wait_for_new_page(driver, driver.find_element(By.CSS_SELECTOR, "a[rel=next]").click)
+    assert "page=2" in driver.current_url and "sort=number" in driver.current_url
+    assert driver.find_element(By.CSS_SELECTOR, "li.hit h3").text != first_hit
+    assert driver.find_element(By.CSS_SELECTOR, ".pager [aria-current=page]").text == "2"
+    _page_checks(driver)
+    driver.save_screenshot(str(screens / "03-search-page2.png"))
+
+    # the results as CSV, fetched by the page itself (the link's bytes)
+    csv_href = driver.find_element(By.LINK_TEXT, "CSVで保存").get_attribute("href")
+    text = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then(r => r.text().then(t => done([r.headers.get('content-type'), t])));", csv_href)
+    assert text[0].startswith("text/csv") and len(text[1].strip().splitlines()) == 3 and "令和" in text[1]
+
+    # save this search under a name, with the keyboard, and run it again from the list
+    driver.get(f"{server}/search?q=" + "ごみ")
+    name = driver.find_element(By.ID, "saved-name")
+    name.send_keys("ごみ関係の文書")
+    browser.wait_for_new_page(driver, lambda: name.send_keys(Keys.ENTER))
+    saved = driver.find_element(By.LINK_TEXT, "ごみ関係の文書")
+    browser.wait_for_new_page(driver, saved.click)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "li.hit")) == 2
+
+    # filter by 年度 (the facet link): its count is the number of results it gives
     year_link = driver.find_element(By.XPATH, "//section[h2='年度']//a[starts-with(normalize-space(.), '2024')]")
+    count = year_link.find_element(By.XPATH, "following-sibling::span[@class='count']").text
+    assert "令和6年度" in year_link.text and count == "1件"
     browser.wait_for_new_page(driver, year_link.click)
     assert "fiscal_year=2024" in driver.current_url
     assert len(driver.find_elements(By.CSS_SELECTOR, "li.hit")) == 1
+    assert driver.find_element(By.CSS_SELECTOR, ".summary strong").text == "1"
 
     # open the record with the keyboard: Tab to the hit, Enter
     link = _tab_to(driver, "li.hit h3 a")
@@ -158,7 +197,7 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
             "return arguments[0].complete && arguments[0].naturalWidth > 0", t), message="thumbnail not shown")
     driver.execute_script("window.scrollTo(0, 0)")
     _page_checks(driver)
-    driver.save_screenshot(str(screens / "03-record.png"))
+    driver.save_screenshot(str(screens / "04-record.png"))
 
     # its PDF: the bytes the page is given are the stored ones (SHA-256 in the browser)
     pdf = driver.execute_async_script(
@@ -176,7 +215,7 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
                        and d.execute_script("return document.readyState") == "complete")
     assert driver.execute_script("return document.contentType") == "application/pdf"
     browser.wait_until(driver, browser.shows_white_page, timeout=30, message="the PDF viewer drew no page")
-    driver.save_screenshot(str(screens / "04-pdf.png"))
+    driver.save_screenshot(str(screens / "05-pdf.png"))
     driver.close()
     driver.switch_to.window(start)
 
@@ -185,7 +224,7 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
         driver.get(f"{server}/records/{ids['secret']}{path}")
         assert "記録が見つかりません" in driver.page_source and "極秘" not in driver.page_source, path
     driver.get(f"{server}/records/{ids['secret']}")
-    driver.save_screenshot(str(screens / "05-refused.png"))
+    driver.save_screenshot(str(screens / "06-refused.png"))
 
     # a 文書管理者 (3B) sees the 3B record with its 個人番号 masked, and gets none of its scans
     _login(driver, server, "manager")
@@ -194,12 +233,16 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
     assert MY_NUMBER not in source and MY_NUMBER.replace(" ", "") not in source
     assert driver.find_elements(By.ID, "scans-withheld") and not driver.find_elements(By.CSS_SELECTOR, ".thumbs img")
     _page_checks(driver)
-    driver.save_screenshot(str(screens / "06-pii-withheld.png"))
+    driver.save_screenshot(str(screens / "07-pii-withheld.png"))
     driver.get(f"{server}/records/{ids['pii3b']}/pdf")
     assert "個人番号が含まれている" in driver.page_source and "%PDF" not in driver.page_source
 
-    # ... corrects the 件名 and the 文書日付 of a record, and sees the history and the new retention
-    driver.get(f"{server}/records/{ids['open']}")
+    # ... finds a record, corrects its 件名 and 文書日付, sees the history and the new retention,
+    # and goes back to the search it came from
+    driver.get(f"{server}/search?q=" + "委託" + "&sort=date_desc")
+    link = driver.find_element(By.CSS_SELECTOR, "li.hit h3 a")
+    browser.wait_for_new_page(driver, link.click)
+    assert f"/records/{ids['open']}" in driver.current_url
     _page_checks(driver)
     title = driver.find_element(By.ID, "c-title")
     title.clear()
@@ -209,33 +252,43 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
     date.send_keys("令和7年5月20日")
     reason = driver.find_element(By.ID, "c-reason")
     reason.send_keys("件名と日付の読み誤り")
+    form = driver.find_element(By.CSS_SELECTOR, "form.correct")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", form)
+    driver.save_screenshot(str(screens / "08-correction.png"))
     browser.wait_for_new_page(driver, lambda: reason.send_keys(Keys.ENTER))
     assert "修正を保存しました" in driver.page_source, driver.page_source[:800]
     history = driver.find_element(By.CSS_SELECTOR, "ol.events").text
     assert "修正" in history and "件名と日付の読み誤り" in history and "manager" in history
     retention = driver.find_element(By.XPATH, "//section[h2='保存期間']").text
-    # 文書日付 令和7年5月20日 → 2025年度 → 起算日 2026-04-01, 5年 → 満了日 2031-03-31
-    assert "令和8年4月1日（2026-04-01）" in retention and "令和13年3月31日（2031-03-31）" in retention, retention
+    # 件名 corrected: the schedule is matched again (type:契約書 → 10年 廃棄, the fixture had 5年);
+    # 文書日付 令和7年5月20日 → 2025年度 → 起算日 2026-04-01, 10年 → 満了日 2036-03-31
+    assert "10年" in retention and "令和8年4月1日（2026-04-01）" in retention, retention
+    assert "令和18年3月31日（2036-03-31）" in retention, retention
+    assert "保存期間: 5年 → 10年" in history
     assert "2025年度" in driver.page_source
     panel = driver.find_element(By.XPATH, "//section[h2='保存期間']")  # the new retention and the history below it
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", panel)
-    driver.save_screenshot(str(screens / "07-corrected.png"))
+    driver.save_screenshot(str(screens / "09-corrected.png"))
+    # 検索結果に戻る still knows the search (the correction went through a POST and a redirect)
+    back = driver.find_element(By.PARTIAL_LINK_TEXT, "検索結果に戻る")
+    browser.wait_for_new_page(driver, back.click)
+    assert "/search?" in driver.current_url and "sort=date_desc" in driver.current_url
     # search reflects it at once
-    driver.get(f"{server}/search?q=" + "収集運搬業務委託契約書")
     assert "ごみ収集運搬業務委託契約書" in driver.find_element(By.CSS_SELECTOR, "li.hit h3").text
 
     driver.get(f"{server}/manage/disposition")
     assert ids["due"] in driver.page_source
     _page_checks(driver)
-    driver.save_screenshot(str(screens / "08-disposition.png"))
+    driver.save_screenshot(str(screens / "10-disposition.png"))
     driver.get(f"{server}/manage/register?fiscal_year=2025")
     assert "ごみ収集運搬業務委託契約書" in driver.page_source
     _page_checks(driver)
-    driver.save_screenshot(str(screens / "09-register.png"))
+    driver.save_screenshot(str(screens / "11-register.png"))
 
     _login(driver, server, "auditor")
     driver.get(f"{server}/audit")
     assert "ログイン" in driver.page_source and "個人番号を含むため" in driver.page_source
     _page_checks(driver)
-    driver.save_screenshot(str(screens / "10-audit.png"))
-    assert dt.date.today().isoformat() in driver.page_source
+    driver.save_screenshot(str(screens / "12-audit.png"))
+    today_jst = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).date()
+    assert today_jst.isoformat() in driver.page_source and "日時（日本時間）" in driver.page_source

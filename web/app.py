@@ -102,6 +102,59 @@ def wareki_text(value: object) -> str:
         return str(value)
 
 
+QUERY_LABELS = {
+    "q": "キーワード", "type": "文書種別", "fiscal_year": "年度", "date_from": "日付（から）", "date_to": "日付（まで）",
+    "department": "部署", "issuer": "発信者", "addressee": "宛先", "number": "文書番号", "amount_min": "金額（以上）",
+    "amount_max": "金額（以下）", "counterparty": "相手方", "retention_period": "保存期間",
+    "expiry_from": "満了日（から）", "expiry_to": "満了日（まで）", "disposition": "移管/廃棄", "classification": "機密性",
+    "sort": "並び順", "page": "ページ", "per_page": "表示件数", "limit": "件数", "user": "利用者", "action": "操作",
+    "record_id": "記録ID", "since": "期間（から）", "until": "期間（まで）",
+}
+QUERY_ACTIONS = ("search", "api_search", "export_csv", "audit_view", "audit_export")
+
+
+def readable_detail(action: str, detail: str | None) -> str:
+    """An audit entry's detail as an auditor reads it: a logged search `q=委託&sort=date_desc`
+    becomes `キーワード「委託」 並び順「日付の新しい順」`. The log keeps the query as it was asked
+    (and the CSV export gives it so); this is only how the page shows it."""
+    if not detail or action not in QUERY_ACTIONS:
+        return detail or ""
+    head, sep, query = detail.rpartition(": ") if action == "export_csv" else ("", "", detail)
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=False)
+    if not pairs or any(k not in QUERY_LABELS for k, _ in pairs):
+        return detail
+    shown = []
+    for key, value in pairs:
+        if key == "sort":
+            value = q.SORTS.get(value, value)
+        elif key == "action":
+            value = ACTIONS.get(value, value)
+        shown.append(f"{QUERY_LABELS[key]}「{value}」")
+    return (f"{head}{sep}" if head else "") + " ".join(shown)
+
+
+_ISO_DAY = re.compile(r"(?<![\d-])(\d{4})-(\d{2})-(\d{2})(?![\d-])")
+
+
+def with_era_dates(text: str | None) -> str:
+    """Every ISO date in a history entry shown as 令和7年4月1日（2025-04-01）; the stored text keeps ISO."""
+    def one(match: re.Match[str]) -> str:
+        try:
+            return wareki(dt.date(int(match[1]), int(match[2]), int(match[3])))
+        except ValueError:
+            return match[0]
+
+    return _ISO_DAY.sub(one, text or "")
+
+
+def wareki_plain(day: dt.date) -> str:
+    """令和7年4月1日 alone (form fields: the correction form accepts it back as typed)."""
+    try:
+        return to_wareki(day)
+    except ValueError:
+        return day.isoformat()
+
+
 def _era(day: dt.date | None) -> str | None:
     """令和7年4月1日, or None (no date, or before the Gregorian calendar in Japan)."""
     try:
@@ -270,7 +323,8 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
     app = FastAPI(title="kiroku 記録", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.globals.update(wareki=wareki, wareki_text=wareki_text, era_year=era_year, jst_time=jst_time, jst_iso=jst_iso, EVENT_LABELS=EVENT_LABELS, PII_LABELS=PII_LABELS,
+    templates.env.globals.update(wareki=wareki, wareki_text=wareki_text, era_year=era_year, wareki_plain=wareki_plain,
+                                 readable_detail=readable_detail, with_era_dates=with_era_dates, jst_time=jst_time, jst_iso=jst_iso, EVENT_LABELS=EVENT_LABELS, PII_LABELS=PII_LABELS,
                                  FACETS=q.FACETS, SORTS=q.SORTS, ACTIONS=ACTIONS, CORRECTABLE=CORRECTABLE)
 
     # ------------------------------------------------------------------ helpers
@@ -326,7 +380,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
 
     def refuse_scans(request: Request, user: User, record: Record, action: str) -> None:
         if scans_withheld(user, record):
-            audit.write("denied", user=user.name, record_id=record.id, detail=f"{action}: 個人番号を含むため",
+            audit.write("denied", user=user.name, record_id=record.id, detail=f"{ACTIONS.get(action, action)}: 個人番号を含むため",
                         ip=_client_ip(request))
             raise Refused(403, PII_WITHHELD, "the record holds a My Number (個人番号); its scans are served "
                                              "only to users with clearance 3A")
