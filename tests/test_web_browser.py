@@ -269,6 +269,9 @@ def test_archivist_journey_in_chromium(web_env, server, driver, screens):
     panel = driver.find_element(By.XPATH, "//section[h2='保存期間']")  # the new retention and the history below it
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", panel)
     driver.save_screenshot(str(screens / "09-corrected.png"))
+    last = driver.find_elements(By.CSS_SELECTOR, "ol.events li")[-1]  # the correction's own entry, whole
+    driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", last)
+    driver.save_screenshot(str(screens / "09b-corrected-history.png"))
     # 検索結果に戻る still knows the search (the correction went through a POST and a redirect)
     back = driver.find_element(By.PARTIAL_LINK_TEXT, "検索結果に戻る")
     browser.wait_for_new_page(driver, back.click)
