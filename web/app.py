@@ -44,7 +44,7 @@ from kiroku.config import Settings
 from processors.archive import query as q
 from processors.archive.audit import ACTIONS, AuditLog, in_jst
 from processors.archive.catalog import REGISTER_COLUMNS, Catalog, _csv_cell
-from processors.archive.stewardship import CORRECTABLE, StewardshipError
+from processors.archive.stewardship import CORRECTABLE, StewardshipError, today_in_japan
 from processors.archive.storage import StorageError
 from processors.archive.users import User, UserError, Users
 from processors.records.dates import parse_fiscal_year, parse_kanji_number, to_wareki
@@ -608,7 +608,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
             "record": record, "md": record.metadata, "ret": record.retention, "arc": record.archive,
             "text": text, "pii": pii, "pages": max(1, len(record.pages)), "masked": hide,
             "scans_withheld": scans_withheld(user, record), "pii_withheld": PII_WITHHELD,
-            "decision": disposition_decision(record), "today": dt.date.today(),
+            "decision": disposition_decision(record), "today": today_in_japan(),
             "message": request.query_params.get("done"), "error": request.query_params.get("error"),
             "back_url": search_back_url(request),
         }, 200, user, csrf)
@@ -818,7 +818,7 @@ def create_app(settings: Settings, *, store_factory: Callable[[], Any] | None = 
 
         user, csrf = require(request, manage=True)
         try:
-            on = q.parse_date_input(request.query_params.get("on"), "基準日") or dt.date.today()
+            on = q.parse_date_input(request.query_params.get("on"), "基準日") or today_in_japan()
         except q.QueryError as exc:
             raise Refused(400, str(exc)) from exc
         due = catalog.due_for_disposition(on, where=[q.clearance_condition(user.clearance)])

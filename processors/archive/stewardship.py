@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from processors.archive.archiving import _ascii_metadata, extend_stored_retention, lock_for
 from processors.archive.catalog import Catalog
+from processors.archive.audit import JST
 from processors.archive.events import with_event
 from processors.archive.storage import ArchiveStore
 from processors.records.dates import fiscal_year as fiscal_year_of
@@ -24,7 +25,7 @@ from processors.records.retention import PERMANENT, add_years, assign_retention,
     start_date_for
 from schemas.record import Metadata, Record, Retention
 
-__all__ = ["CORRECTABLE", "StewardshipError", "approve_disposition", "correct_record", "disposition_decision",
+__all__ = ["CORRECTABLE", "today_in_japan", "StewardshipError", "approve_disposition", "correct_record", "disposition_decision",
            "extend", "recomputed_retention", "rematched_retention", "retention_changes", "set_legal_hold"]
 
 # Fields whose correction changes which rule of the retention schedule applies (keyword
@@ -36,6 +37,12 @@ CORRECTABLE: dict[str, str] = {
     "title": "件名", "document_type": "文書種別", "document_number": "文書番号", "document_date": "文書日付",
     "issuer": "発信者", "addressee": "宛先", "counterparty": "相手方", "amount": "金額", "fiscal_year": "年度",
 }
+
+
+def today_in_japan() -> dt.date:
+    """Today's date in Japan: a 満了日 is a Japanese calendar day, and a server whose clock is UTC
+    would otherwise still be on yesterday until 09:00 JST."""
+    return dt.datetime.now(JST).date()
 
 
 class StewardshipError(ValueError):
@@ -54,7 +61,7 @@ def _write(store: ArchiveStore, catalog: Catalog, record: Record) -> Record:
     arc = record.archive
     if arc is None:
         raise StewardshipError(f"記録 {record.id} はまだ保存庫に保管されていません。")
-    until, hold = lock_for(record, dt.date.today())
+    until, hold = lock_for(record, today_in_japan())
     if arc.retain_until and until and arc.retain_until > until:
         until = arc.retain_until
     store.put_verified(arc.record_key, record.model_dump_json(indent=1).encode("utf-8"),
@@ -195,8 +202,8 @@ def _relock(store: ArchiveStore, before: Record, after: Record) -> Record:
     arc = after.archive
     if arc is None:
         return after
-    until, hold = lock_for(after, dt.date.today())
-    _, held_before = lock_for(before, dt.date.today())
+    until, hold = lock_for(after, today_in_japan())
+    _, held_before = lock_for(before, today_in_japan())
     if store.locking:
         for key, version in ((arc.key, arc.version_id), (arc.original_key, arc.original_version_id)):
             if version is None:
@@ -234,7 +241,7 @@ def set_legal_hold(store: ArchiveStore, catalog: Catalog, record: Record, on: bo
         for key, version in objects:
             store.set_legal_hold(key, version, True)
     else:
-        until, hold = lock_for(changed, dt.date.today())
+        until, hold = lock_for(changed, today_in_japan())
         if hold or until is None:
             raise StewardshipError("満了日のない記録（永年・1年未満など）は、リーガルホールドが唯一の保護なので解除できません。")
         for key, version in objects:
@@ -282,7 +289,7 @@ def approve_disposition(store: ArchiveStore, catalog: Catalog, record: Record, *
     """Record the approval of a due record's 移管 or 廃棄. Nothing is moved or deleted here."""
     reason = _reason(reason)
     ret = record.retention
-    on = on or dt.date.today()
+    on = on or today_in_japan()
     if ret is None or ret.expiry_date is None or ret.expiry_date > on:
         raise StewardshipError("この記録はまだ満了日を迎えていません。")
     if ret.legal_hold:
