@@ -213,9 +213,16 @@ def time_app(url: str, repeats: int) -> dict[str, list[float]]:
         resp = client.post("/login", data={"username": "bench", "password": "bench-password-1", "csrf_token": token},
                            follow_redirects=False)
         assert resp.status_code == 303, resp.text
+        t0 = time.perf_counter()
+        assert client.get("/search?type=通知").status_code == 200
+        times["first search"] = [(time.perf_counter() - t0) * 1000]  # builds the in-memory search columns
         for kind, queries in SEARCHES.items():
-            for q in queries:  # warm
+            cold = []
+            for q in queries:  # warm; timed apart: the first time a word is asked for in this process
+                t0 = time.perf_counter()
                 assert client.get(f"/search?{q}").status_code == 200
+                cold.append((time.perf_counter() - t0) * 1000)
+            times[f"cold {kind}"] = cold
             ts = []
             for _ in range(repeats):
                 for q in queries:
@@ -281,6 +288,10 @@ def report(label: str, times: dict[str, list[float]]) -> bool:
     for kind, ts in times.items():
         p95 = percentile(ts, 95)
         target = 300 if kind == "record page" else 100
+        if kind.startswith(("cold", "first")):
+            print(f"  {kind:16s} n={len(ts):3d}  median {statistics.median(ts):6.1f} ms  max {max(ts):6.1f} ms  "
+                  "(first time in this process; not held to the target)")
+            continue
         ok &= p95 < target
         print(f"  {kind:16s} n={len(ts):3d}  median {statistics.median(ts):6.1f} ms  p95 {p95:6.1f} ms  "
               f"max {max(ts):6.1f} ms  (target p95 < {target} ms: {'OK' if p95 < target else 'TOO SLOW'})")
