@@ -29,21 +29,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from processors.archive.catalog import (
-    _END,
-    _FIELD_SEP,
     _char_range,
-    _gram_key,
     _grams,
     changes,
     grams,
@@ -85,26 +81,16 @@ class _Codes:
         return len(self.values)
 
 
-# catalog_records columns held as codes: name -> the value stored for it.
-_TEXT_COLUMNS: dict[str, Callable[[object], str | None]] = {
-    "document_type": lambda row: row.document_type,
-    "department": lambda row: row.department,
-    "retention_period": lambda row: row.retention_period,
-    "disposition": lambda row: row.disposition,
-    "classification": lambda row: row.classification,
-    "norm_type": lambda row: row.norm_type,
-    "norm_number": lambda row: row.norm_number,
-    "norm_department": lambda row: row.norm_department,
-    "norm_issuer": lambda row: row.norm_issuer,
-    "norm_title": lambda row: row.norm_title,
-    # 宛先 and 相手方 are compared in the same normal form as the full text.
-    "norm_addressee": lambda row: normalize(row.addressee) or None,
-    "norm_counterparty": lambda row: normalize(row.counterparty) or None,
-}
+# catalog_records columns held as codes, in the order they are read after pk. 宛先 and 相手方
+# are held in the same normal form as the full text (they have no normalised column).
+_TEXT_COLUMNS: tuple[str, ...] = (
+    "document_type", "department", "retention_period", "disposition", "classification", "norm_type",
+    "norm_number", "norm_department", "norm_issuer", "norm_title", "norm_addressee", "norm_counterparty",
+)
+_NORMALISED_HERE = {"norm_addressee": "addressee", "norm_counterparty": "counterparty"}
 _COLUMNS_READ = [
-    records.c.pk, records.c.document_type, records.c.department, records.c.retention_period, records.c.disposition,
-    records.c.classification, records.c.norm_type, records.c.norm_number, records.c.norm_department,
-    records.c.norm_issuer, records.c.norm_title, records.c.addressee, records.c.counterparty,
+    records.c.pk,
+    *(records.c[_NORMALISED_HERE.get(name, name)] for name in _TEXT_COLUMNS),
     records.c.document_date, records.c.fiscal_year, records.c.amount, records.c.expiry_date,
 ]
 
@@ -146,22 +132,27 @@ class _Columns:
             self.amount = grown(self.amount, _NULL_AMOUNT)
         self.size = size
 
-    def put(self, rows: Sequence[object]) -> None:
-        """Set the columns of these catalog_records rows (new or changed)."""
+    def put(self, rows: Sequence[Sequence[object]]) -> None:
+        """Set the columns of these catalog_records rows (new or changed), read as `_COLUMNS_READ`."""
         if not rows:
             return
-        pks = np.fromiter((row.pk for row in rows), dtype=np.int64, count=len(rows))  # type: ignore[attr-defined]
+        columns = list(zip(*rows))
+        pks = np.array(columns[0], dtype=np.int64)
         self._grow(int(pks.max()) + 1)
         self.present[pks] = True
-        for name, value in _TEXT_COLUMNS.items():
-            codes = self.codes[name]
-            self.text[name][pks] = np.fromiter((codes.code(value(row)) for row in rows), dtype=np.int32,
-                                               count=len(rows))
-        self.document_date[pks] = [_day(row.document_date) for row in rows]  # type: ignore[attr-defined]
-        self.expiry_date[pks] = [_day(row.expiry_date) for row in rows]  # type: ignore[attr-defined]
-        self.fiscal_year[pks] = [_NULL_YEAR if row.fiscal_year is None else row.fiscal_year  # type: ignore[attr-defined]
-                                 for row in rows]
-        self.amount[pks] = [_NULL_AMOUNT if row.amount is None else row.amount for row in rows]  # type: ignore[attr-defined]
+        for i, name in enumerate(_TEXT_COLUMNS, start=1):
+            values = columns[i]
+            if name in _NORMALISED_HERE:
+                folded: dict[object, str | None] = {}
+                values = [folded[v] if v in folded else folded.setdefault(v, normalize(v) or None)  # type: ignore[arg-type]
+                          for v in values]
+            self.text[name][pks] = np.fromiter(map(self.codes[name].code, values), dtype=np.int32, count=len(rows))
+        first = len(_TEXT_COLUMNS) + 1
+        day, year, amount, expiry = columns[first:first + 4]
+        self.document_date[pks] = np.fromiter(map(_day, day), dtype=np.int32, count=len(rows))
+        self.expiry_date[pks] = np.fromiter(map(_day, expiry), dtype=np.int32, count=len(rows))
+        self.fiscal_year[pks] = [_NULL_YEAR if v is None else v for v in year]
+        self.amount[pks] = [_NULL_AMOUNT if v is None else v for v in amount]
         self._number_rank = None
 
     def number_rank(self) -> np.ndarray:
@@ -333,11 +324,22 @@ def _read_posting(conn: Connection, key: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.frombuffer(bytes(data[19:-2]), dtype=np.dtype([("n", ">i2"), ("l1", ">i4"), ("rec", ">i4"),
                                                                   ("l2", ">i4"), ("tf", ">i4")]))
         return rows["rec"].astype(np.int64), rows["tf"].astype(np.int32)
-    rows = conn.exec_driver_sql("SELECT rec, tf FROM catalog_grams WHERE gram = ? ORDER BY rec", (key,)).fetchall()
-    if not rows:
+    # SQLite: the posting list is one range of the primary key; joined into two strings by
+    # SQLite itself it arrives 4x faster than as 100,000 row tuples.
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        pks_text, tfs_text = cur.execute(
+            "SELECT group_concat(rec), group_concat(tf) FROM catalog_grams WHERE gram = ?", (key,)).fetchone()
+    finally:
+        cur.close()
+    if not pks_text:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    both = np.array(rows, dtype=np.int64)
-    return both[:, 0].copy(), both[:, 1].astype(np.int32)
+    pks = np.fromstring(pks_text, dtype=np.int64, sep=",")
+    tfs = np.fromstring(tfs_text, dtype=np.int32, sep=",")
+    if len(pks) > 1 and not (pks[1:] > pks[:-1]).all():  # group_concat's order is the scan's, not promised
+        order = np.argsort(pks, kind="stable")
+        pks, tfs = pks[order], tfs[order]
+    return pks, tfs
 
 
 def _verify(conn: Connection, candidates: np.ndarray, word: str) -> np.ndarray:
