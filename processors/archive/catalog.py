@@ -26,6 +26,13 @@ query well under the 200 ms target.
 
 The full Record JSON is kept beside the columns, so `get` returns exactly what was
 added; the columns only exist to be searched, filtered and listed.
+
+Every write also appends the record's pk to `catalog_changes`: the web app's faceted
+search (processors/archive/query.py) answers from columns and posting lists held in
+memory (processors/archive/searchindex.py) and reads that log before each query to
+patch in what any process wrote since. At 100,000 records the SQL form of that search
+took 0.4-1.6 s (six facet GROUP BYs and a sort over ~90,000 matches, or a text check of
+~55,000 candidates for a common long word); in memory it takes 10-40 ms.
 """
 
 from __future__ import annotations

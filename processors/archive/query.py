@@ -54,7 +54,7 @@ from schemas.record import Record
 __all__ = [
     "CLEARANCES", "FACETS", "SORTS", "Hit", "ParsedQuery", "QueryError", "SearchQuery", "SearchResult",
     "clearance_condition", "clearance_of", "highlight", "mask_my_numbers", "parse_date_input", "parse_query",
-    "search", "visible", "visible_record",
+    "prepare", "search", "visible", "visible_record",
 ]
 
 # Clearance levels, lowest first (総務省ガイドライン 令和6年版: 機密性1, 2, 3C, 3B, 3A).
@@ -377,6 +377,14 @@ def _order(sort: str, m: object) -> list[object]:
     if sort == "number":
         return [c.norm_number.asc().nulls_last(), c.document_date.asc().nulls_last(), c.pk.asc()]
     return [c.score.desc(), *by_date]
+
+
+def prepare(catalog: Catalog) -> None:
+    """Build the catalog's in-memory search columns now, e.g. when the web app starts, so
+    that the first archivist's search does not wait for it (1-2.5 s at 100,000 records)."""
+    index = catalog.search_index()
+    with index.lock, catalog.connection() as conn:
+        index.refresh(conn)
 
 
 def search(catalog: Catalog, q: SearchQuery, clearance: str, *, facets: bool = True,

@@ -113,6 +113,7 @@ class _Columns:
         self.fiscal_year = np.zeros(0, dtype=np.int32)
         self.amount = np.zeros(0, dtype=np.int64)
         self._number_rank: np.ndarray | None = None
+        self._rank_of_code: np.ndarray | None = None
 
     def _grow(self, size: int) -> None:
         if size <= self.size:
@@ -157,14 +158,19 @@ class _Columns:
         self._number_rank = None
 
     def number_rank(self) -> np.ndarray:
-        """Per pk, the rank of its 文書番号 key in code point order, NULL last (sort by 文書番号)."""
+        """Per pk, the rank of its 文書番号 key in code point order, NULL last (sort by 文書番号).
+
+        The distinct keys are sorted again only when a new one appeared since the last time.
+        """
         if self._number_rank is None:
             values = self.codes["norm_number"].values
-            order = sorted(range(1, len(values)), key=values.__getitem__)  # type: ignore[arg-type]
-            rank_of_code = np.empty(len(values), dtype=np.int64)
-            rank_of_code[0] = len(values)  # NULL after every value
-            rank_of_code[order] = np.arange(len(order))
-            self._number_rank = rank_of_code[self.text["norm_number"][: self.size]]
+            if self._rank_of_code is None or len(self._rank_of_code) != len(values):
+                order = sorted(range(1, len(values)), key=values.__getitem__)  # type: ignore[arg-type]
+                rank_of_code = np.empty(len(values), dtype=np.int64)
+                rank_of_code[0] = len(values)  # NULL after every value
+                rank_of_code[order] = np.arange(len(order))
+                self._rank_of_code = rank_of_code
+            self._number_rank = self._rank_of_code[self.text["norm_number"][: self.size]]
         return self._number_rank
 
     def codes_where(self, name: str, test: Callable[[str], bool]) -> np.ndarray:
