@@ -234,3 +234,20 @@ def test_many_writes_reload_and_small_cache_evicts(catalog_url: str, monkeypatch
         for record in corpus[:3]:  # a few: patched into what is held
             cat.add(record.model_copy(update={"text": record.text + " 追記語句"}))
         assert _same(cat, q.SearchQuery(text="追記語句", per_page=10), "3A").total == 3
+
+
+def test_posting_patch_matches_a_rebuilt_list() -> None:
+    """`_replace` (the patch a write causes) gives the list a rebuild from scratch would."""
+    import numpy as np
+
+    rng = random.Random(8)
+    for _ in range(200):
+        held = dict(sorted((pk, rng.randrange(1, 9)) for pk in rng.sample(range(1, 400), rng.randrange(0, 60))))
+        posting = searchindex._Posting(np.array(list(held), dtype=np.int64), np.array(list(held.values()), dtype=np.int32))
+        changed = sorted(rng.sample(range(1, 400), rng.randrange(1, 12)))
+        new = [rng.choice([0, 0, 1, 3]) for _ in changed]
+        searchindex._replace(posting, np.array(changed, dtype=np.int64), np.array(new, dtype=np.int32))
+        expected = {**held, **dict(zip(changed, new))}
+        expected = {pk: tf for pk, tf in sorted(expected.items()) if tf}
+        assert posting.pks.tolist() == list(expected)
+        assert posting.tf is not None and posting.tf.tolist() == list(expected.values())

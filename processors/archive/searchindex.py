@@ -238,18 +238,10 @@ class SearchIndex:
         counts = {pk: _grams(found.get(pk, "")) for pk in changed}
         for (kind, key), posting in self._postings.items():
             if kind == "g":
-                new = {pk: counts[pk].get(key, 0) for pk in changed}  # type: ignore[call-overload]
-            elif kind == "c":
-                new = {pk: int(key in found.get(pk, "")) for pk in changed}  # type: ignore[operator]
-            else:
-                new = {pk: int(key in found.get(pk, "")) for pk in changed}  # type: ignore[operator]
-            keep = ~np.isin(posting.pks, changed_pks)
-            add = np.array(sorted(pk for pk, n in new.items() if n), dtype=np.int64)
-            pks = np.concatenate([posting.pks[keep], add])
-            order = np.argsort(pks, kind="stable")
-            posting.pks = pks[order]
-            if posting.tf is not None:
-                posting.tf = np.concatenate([posting.tf[keep], np.array([new[pk] for pk in add], dtype=np.int32)])[order]
+                new = [counts[pk].get(key, 0) for pk in changed_pks.tolist()]  # type: ignore[call-overload]
+            else:  # a word or a character: is it in the text now?
+                new = [int(key in found.get(pk, "")) for pk in changed_pks.tolist()]  # type: ignore[operator]
+            _replace(posting, changed_pks, np.array(new, dtype=np.int32))
 
     # ---------------------------------------------------------------- postings
 
@@ -314,6 +306,22 @@ class SearchIndex:
                 self._title_hits.clear()
             self._title_hits[word] = hits
         return hits
+
+
+def _replace(posting: _Posting, pks: np.ndarray, tfs: np.ndarray) -> None:
+    """Set the entries of `pks` (sorted) in a posting list: tf 0 removes one, others are kept
+    or inserted. A few pks into 100,000: memmove, not a sort (a correction must not make the
+    next search slow)."""
+    at = np.searchsorted(posting.pks, pks)
+    held = at < len(posting.pks)
+    held[held] = posting.pks[at[held]] == pks[held]
+    kept_pks = np.delete(posting.pks, at[held])
+    kept_tf = None if posting.tf is None else np.delete(posting.tf, at[held])
+    add = tfs > 0
+    where = np.searchsorted(kept_pks, pks[add])
+    posting.pks = np.insert(kept_pks, where, pks[add])
+    if kept_tf is not None:
+        posting.tf = np.insert(kept_tf, where, tfs[add])
 
 
 def _read_posting(conn: Connection, key: int) -> tuple[np.ndarray, np.ndarray]:
