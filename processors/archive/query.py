@@ -547,7 +547,14 @@ def _clearance_mask(cols: _Columns, clearance: str) -> np.ndarray:
     ok = cols.codes_where("classification", names.__contains__)
     if _UNCLASSIFIED in allowed:
         ok = np.append(ok, 0)
-    return np.isin(cols.text["classification"][: cols.size], ok)
+    return _lookup(cols, "classification", ok)
+
+
+def _lookup(cols: _Columns, name: str, codes: np.ndarray) -> np.ndarray:
+    """Per record: is its code in column `name` one of `codes`? (A table lookup, ~5x np.isin.)"""
+    table = np.zeros(len(cols.codes[name]), dtype=bool)
+    table[codes] = True
+    return table[cols.text[name][: cols.size]]
 
 
 def _filter_masks(cols: _Columns, q: SearchQuery, selected: np.ndarray) -> None:
@@ -565,7 +572,7 @@ def _filter_masks(cols: _Columns, q: SearchQuery, selected: np.ndarray) -> None:
             keep(cols.text[name][:n] == code)
 
     def contains(name: str, key: str) -> None:
-        keep(np.isin(cols.text[name][:n], cols.codes_where(name, lambda v: key in v)))
+        keep(_lookup(cols, name, cols.codes_where(name, lambda v: key in v)))
 
     def day_range(column: np.ndarray, low: dt.date | None, high: dt.date | None) -> None:
         if low is None and high is None:
@@ -643,8 +650,13 @@ def _facets(cols: _Columns, idx: np.ndarray) -> dict[str, list[tuple[str, int]]]
     for name in FACETS:
         if name == "fiscal_year":
             years = cols.fiscal_year[idx]
-            values, counts = np.unique(years[years != _NULL_YEAR], return_counts=True)
-            result[name] = [(str(int(v)), int(c)) for v, c in zip(values, counts)]
+            years = years[years != _NULL_YEAR].astype(np.int64)
+            if not len(years):
+                result[name] = []
+                continue
+            low = int(years.min())
+            counts = np.bincount(years - low)
+            result[name] = [(str(low + int(v)), int(counts[v])) for v in np.flatnonzero(counts)]
         else:
             codes = cols.codes[name]
             counts = np.bincount(cols.text[name][idx], minlength=len(codes))
