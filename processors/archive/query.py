@@ -634,6 +634,11 @@ def _page(cols: _Columns, idx: np.ndarray, scores: np.ndarray, q: SearchQuery) -
         sort_keys = [cols.number_rank()[idx], np.where(days == NULL_DAY, np.iinfo(np.int64).max, days), pk]
     else:
         sort_keys = [-scores, -days, -pk]
+    packed = _packed(sort_keys)
+    if packed is not None:  # one int64 key: a partition and a sort of the page only
+        top = np.argpartition(packed, wanted - 1)[:wanted] if wanted < len(packed) else np.arange(len(packed))
+        order = top[np.argsort(packed[top], kind="stable")][offset:wanted]
+        return [(int(pk[i]), float(scores[i])) for i in order]
     if wanted < len(idx):
         first = sort_keys[0]
         cut = np.partition(first, wanted - 1)[wanted - 1]
@@ -642,6 +647,21 @@ def _page(cols: _Columns, idx: np.ndarray, scores: np.ndarray, q: SearchQuery) -
         pk, scores = pk[keep], scores[keep]
     order = np.lexsort(sort_keys[::-1])[offset:wanted]
     return [(int(pk[i]), float(scores[i])) for i in order]
+
+
+def _packed(sort_keys: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The sort keys (ascending, most significant first) packed into one int64 whose order is
+    theirs, when they fit in 63 bits together (pk and dates always do; scores nearly always);
+    otherwise None."""
+    lows = [int(k.min()) for k in sort_keys]
+    spans = [int(k.max()) - low + 1 for k, low in zip(sort_keys, lows)]
+    if sum(max(1, span - 1).bit_length() for span in spans) > 62:
+        return None
+    packed = np.zeros(len(sort_keys[0]), dtype=np.int64)
+    for key, low, span in zip(sort_keys, lows, spans):
+        packed *= span
+        packed += key - low
+    return packed
 
 
 def _facets(cols: _Columns, idx: np.ndarray) -> dict[str, list[tuple[str, int]]]:
