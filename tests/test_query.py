@@ -251,3 +251,12 @@ def test_posting_patch_matches_a_rebuilt_list() -> None:
         expected = {pk: tf for pk, tf in sorted(expected.items()) if tf}
         assert posting.pks.tolist() == list(expected)
         assert posting.tf is not None and posting.tf.tolist() == list(expected.values())
+
+
+def test_page_order_without_the_packed_key(filled: tuple[Catalog, list[Record]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys too wide to pack into one int64 are sorted by lexsort: the same pages."""
+    catalog, _ = filled
+    monkeypatch.setattr(q, "_packed", lambda keys: None)
+    for query in _queries(random.Random(21), 20):
+        _same(catalog, query, "3B")
