@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sqlalchemy import String, and_, case, cast, func, literal, not_, or_, select, union_all
+from sqlalchemy.engine import Connection
 
 from processors.archive.catalog import (
     FOLD,
@@ -401,15 +402,16 @@ def search(catalog: Catalog, q: SearchQuery, clearance: str, *, facets: bool = T
     if q.page < 1 or not 1 <= q.per_page <= 500:
         raise QueryError("ページの指定が正しくありません。")
     parsed = parse_query(q.text)
-    selected = (_select_memory if engine == "memory" else _select_sql)(catalog, q, parsed, clearance, facets)
-    if selected is None:
-        return SearchResult(total=0, hits=[], facets={name: [] for name in FACETS} if facets else {},
-                            page=q.page, per_page=q.per_page)
-    total, order, facet_counts = selected
     r = records
     rows = {}
-    if order:
-        with catalog.connection() as conn:
+    with catalog.connection() as conn:  # one connection: on PostgreSQL each checkout is a ping and a rollback
+        select_ = _select_memory if engine == "memory" else _select_sql
+        selected = select_(catalog, conn, q, parsed, clearance, facets)
+        if selected is None:
+            return SearchResult(total=0, hits=[], facets={name: [] for name in FACETS} if facets else {},
+                                page=q.page, per_page=q.per_page)
+        total, order, facet_counts = selected
+        if order:
             rows = {row.pk: row for row in conn.execute(
                 select(r.c.pk, r.c.id, r.c.title, r.c.document_type, r.c.document_number, r.c.document_date,
                        r.c.fiscal_year, r.c.department, r.c.issuer, r.c.classification, r.c.retention_period,
@@ -436,8 +438,8 @@ def search(catalog: Catalog, q: SearchQuery, clearance: str, *, facets: bool = T
 _Selected = tuple[int, list[tuple[int, float]], dict[str, list[tuple[str, int]]]]
 
 
-def _select_sql(catalog: Catalog, q: SearchQuery, parsed: ParsedQuery, clearance: str, facets: bool,
-                ) -> _Selected | None:
+def _select_sql(catalog: Catalog, conn: Connection, q: SearchQuery, parsed: ParsedQuery, clearance: str,
+                facets: bool) -> _Selected | None:
     """(total, page as (pk, score), unsorted facet counts) from one SQL statement: the matching
     rows in a MATERIALIZED common table expression, the total, facets and page read from it."""
     matched = _matches(catalog, q, parsed, clearance)
@@ -469,19 +471,18 @@ def _select_sql(catalog: Catalog, q: SearchQuery, parsed: ParsedQuery, clearance
     total = 0
     order: list[tuple[int, float]] = []
     facet_counts: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS} if facets else {}
-    with catalog.connection() as conn:
-        for kind, value, n in conn.execute(union_all(*parts)):
-            if kind == "#hit":
-                order.append((int(value), float(n)))
-            elif kind == "#total":
-                total = int(n)
-            elif value is not None:
-                facet_counts[kind].append((value, int(n)))
+    for kind, value, n in conn.execute(union_all(*parts)):
+        if kind == "#hit":
+            order.append((int(value), float(n)))
+        elif kind == "#total":
+            total = int(n)
+        elif value is not None:
+            facet_counts[kind].append((value, int(n)))
     return total, order, facet_counts
 
 
-def _select_memory(catalog: Catalog, q: SearchQuery, parsed: ParsedQuery, clearance: str, facets: bool,
-                   ) -> _Selected | None:
+def _select_memory(catalog: Catalog, conn: Connection, q: SearchQuery, parsed: ParsedQuery, clearance: str,
+                   facets: bool) -> _Selected | None:
     """What `_select_sql` returns, computed on the in-memory columns and posting lists.
 
     The same rules step by step: clearance and filters are masks over all records, each
@@ -489,7 +490,7 @@ def _select_memory(catalog: Catalog, q: SearchQuery, parsed: ParsedQuery, cleara
     1000 per word in the title plus the term frequency of a lone word's rarest bigram.
     """
     index = catalog.search_index()
-    with index.lock, catalog.connection() as conn:
+    with index.lock:
         index.refresh(conn)
         cols = index.columns
         assert cols is not None
