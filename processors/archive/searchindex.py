@@ -315,6 +315,10 @@ def _replace(posting: _Posting, pks: np.ndarray, tfs: np.ndarray) -> None:
     at = np.searchsorted(posting.pks, pks)
     held = at < len(posting.pks)
     held[held] = posting.pks[at[held]] == pks[held]
+    before = np.zeros(len(pks), dtype=np.int64)
+    before[held] = 1 if posting.tf is None else posting.tf[at[held]]
+    if np.array_equal(before, np.where(tfs > 0, 1, 0) if posting.tf is None else tfs):
+        return  # the write did not touch this list (the usual case): nothing to copy
     kept_pks = np.delete(posting.pks, at[held])
     kept_tf = None if posting.tf is None else np.delete(posting.tf, at[held])
     add = tfs > 0
