@@ -270,3 +270,24 @@ def test_page_order_without_the_packed_key(filled: tuple[Catalog, list[Record]],
     monkeypatch.setattr(q, "_packed", lambda keys: None)
     for query in _queries(random.Random(21), 20):
         _same(catalog, query, "3B")
+
+
+def test_a_reader_behind_the_cut_log_reads_everything_again(catalog_url: str,  # noqa: F811
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change log keeps only its newest entries; a reader that missed cut ones reloads."""
+    from processors.archive import catalog as catalog_module
+
+    monkeypatch.setattr(catalog_module, "CHANGES_KEPT", 3)
+    with Catalog(catalog_url) as writer, Catalog(catalog_url) as reader:
+        writer.add_many(_corpus(30))
+        assert _same(reader, q.SearchQuery(text="刻印語"), "3A").total == 0
+        for i in range(8):  # more than are kept, none seen by the reader in between
+            writer.add(make_record(f"late-{i}", f"刻印語 その{i}", title=f"追加{i}"))
+        with writer.connection() as conn:
+            kept = conn.execute(catalog_module.select(catalog_module.func.count()).select_from(
+                catalog_module.changes)).scalar()
+        assert kept <= 4
+        assert _same(reader, q.SearchQuery(text="刻印語"), "3A").total == 8
+        for i in range(8):  # a reader that keeps up patches each one in
+            writer.add(make_record(f"later-{i}", f"刻印語 続き{i}"))
+            assert _same(reader, q.SearchQuery(text="刻印語"), "3A").total == 9 + i

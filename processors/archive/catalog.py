@@ -306,6 +306,10 @@ grams = Table(
 # index held in memory by any process can tell what changed since it last looked
 # (processors/archive/searchindex.py). Writers are serialised (SQLite: BEGIN IMMEDIATE;
 # PostgreSQL: a table lock in `add_many`), so sequence numbers become visible in order.
+# How many of the newest entries of catalog_changes are kept (the nightly fixity check
+# re-adds every record: the log would otherwise grow by the catalog's size every night).
+CHANGES_KEPT = 10_000
+
 changes = Table(
     "catalog_changes",
     metadata,
@@ -561,6 +565,9 @@ class Catalog:
                     conn.exec_driver_sql("LOCK TABLE catalog_changes IN EXCLUSIVE MODE")
                 for record, row, text_row in rows:
                     _upsert(conn, record, row, text_row)
+                # The log only needs its recent end: a reader further behind reloads anyway.
+                conn.execute(changes.delete().where(
+                    changes.c.seq < select(func.max(changes.c.seq)).scalar_subquery() - CHANGES_KEPT))
         except IntegrityError as exc:
             for record in batch:
                 other = self.find_by_sha256(record.source.sha256)

@@ -211,9 +211,12 @@ class SearchIndex:
         if self.columns is not None and newest == self.seq:
             return
         if self.columns is not None and newest > self.seq:
+            # The log is cut from its old end (catalog.CHANGES_KEPT): if entries after ours
+            # may have been cut, what changed is unknown and everything is read again.
+            oldest = conn.execute(select(func.min(changes.c.seq))).scalar() or 0
             changed = [pk for (pk,) in conn.execute(
                 select(changes.c.pk).where(changes.c.seq > self.seq).distinct())]
-            if len(changed) <= _PATCH_LIMIT:
+            if oldest <= self.seq + 1 and len(changed) <= _PATCH_LIMIT:
                 self._patch(conn, changed)
                 self.seq = newest
                 return
