@@ -291,3 +291,39 @@ def test_a_reader_behind_the_cut_log_reads_everything_again(catalog_url: str,  #
         for i in range(8):  # a reader that keeps up patches each one in
             writer.add(make_record(f"later-{i}", f"刻印語 続き{i}"))
             assert _same(reader, q.SearchQuery(text="刻印語"), "3A").total == 9 + i
+
+
+def test_threads_search_while_another_writes(catalog_url: str) -> None:  # noqa: F811
+    """The web app searches from several threads while the watcher writes: no error, and
+    afterwards every thread's view is the database's."""
+    import threading
+
+    corpus = _corpus(80)
+    with Catalog(catalog_url) as cat:
+        cat.add_many(corpus[:40])
+        q.prepare(cat)
+        errors: list[BaseException] = []
+        queries = _queries(random.Random(4), 12)
+
+        def read() -> None:
+            try:
+                for query in queries:
+                    q.search(cat, query, "3B")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        def write() -> None:
+            try:
+                for start in range(40, 80, 5):
+                    cat.add_many(corpus[start:start + 5])
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(3)] + [threading.Thread(target=write)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        for query in queries:
+            assert _same(cat, query, "3B").total == len(_expected_ids(corpus, query, "3B"))

@@ -384,7 +384,7 @@ def prepare(catalog: Catalog) -> None:
     """Build the catalog's in-memory search columns now, e.g. when the web app starts, so
     that the first archivist's search does not wait for it (1-2.5 s at 100,000 records)."""
     index = catalog.search_index()
-    with index.lock, catalog.connection() as conn:
+    with catalog.connection() as conn, index.lock:  # the order `search` takes them in
         index.refresh(conn)
 
 
