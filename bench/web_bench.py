@@ -10,10 +10,19 @@ class, amounts and an occasional 個人番号) and times, through the real FastA
 - GET /records/{id} : the record page (metadata, retention, history; thumbnails and the
   PDF are separate requests).
 
+- the first search of the process (it builds the in-memory search columns) and each
+  query's first run (its posting lists are read, long words checked on the text) are
+  printed apart as "first" / "cold": they are paid once per process, not per query;
+- "search after write": a record is corrected, then searched (the change is patched in).
+
 Targets: search p95 < 100 ms and record page p95 < 300 ms, on SQLite and on PostgreSQL.
 
-    .venv/bin/python bench/web_bench.py -n 100000 --db /tmp/kiroku-web-bench/catalog.db
+    .venv/bin/python bench/web_bench.py -n 100000 --db /tmp/kiroku-web-bench/catalog.db --bulk
     .venv/bin/python bench/web_bench.py -n 100000 --postgres     # starts its own throw-away cluster
+
+--bulk fills SQLite like the PostgreSQL fill: staged rows sorted into the posting table
+(15 min for 100,000 records on a shared 2-core machine; add_many takes hours). Later runs
+with the same --db (or --pg-dir) reuse the filled catalog.
 
 --postgres runs initdb/pg_ctl from /usr/lib/postgresql/*/bin in a temp folder on a free
 port (as the postgres user when run as root) and removes it afterwards.
@@ -22,6 +31,7 @@ port (as the postgres user when run as root) and removes it afterwards.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import contextlib
 import glob
 import os
@@ -80,6 +90,59 @@ def fill(catalog: Catalog, n: int, batch: int = 1000, seed: int = 1) -> None:
         with catalog.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for table in ("catalog_records", "catalog_texts", "catalog_grams"):
                 conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+
+
+def bulk_fill_sqlite(catalog: Catalog, n: int, seed: int = 1) -> None:
+    """The same generated records as `fill`, written the way a bulk load is: rows appended
+    to a staging table, then moved into the posting table in key order (one sort instead of
+    10^8 random B-tree inserts, which take hours at 100,000 records on a shared machine).
+    The rows are those `Catalog.add` writes (`catalog._rows`, `catalog._grams`)."""
+    from processors.archive.catalog import _grams, _rows, records, texts
+
+    if catalog.count() >= n:
+        print(f"catalog {catalog.dialect}: {catalog.count()} records present")
+        return
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    record_cols = [c.name for c in records.columns]
+    text_cols = [c.name for c in texts.columns]
+    raw = catalog.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("DELETE FROM catalog_grams")
+        cur.execute("DELETE FROM catalog_texts")
+        cur.execute("DELETE FROM catalog_records")
+        cur.execute("CREATE TEMP TABLE staging (gram INTEGER, rec INTEGER, tf INTEGER)")
+        cur.execute("BEGIN")
+        for start in range(0, n, 2000):
+            batch = [bench_record(i, rng) for i in range(start, min(n, start + 2000))]
+            rows = [(pk, *_rows(r)) for pk, r in enumerate(batch, start=start + 1)]
+            cur.executemany(f"INSERT INTO catalog_records ({', '.join(record_cols)}) VALUES ({', '.join('?' * len(record_cols))})",
+                            [[pk if c == "pk" else _sqlite_value(row.get(c, False if c == "legal_hold" else None))
+                              for c in record_cols] for pk, row, _ in rows])
+            cur.executemany(f"INSERT INTO catalog_texts ({', '.join(text_cols)}) VALUES ({', '.join('?' * len(text_cols))})",
+                            [[pk if c == "pk" else text_row[c] for c in text_cols] for pk, _, text_row in rows])
+            cur.executemany("INSERT INTO staging VALUES (?, ?, ?)",
+                            ((key, pk, tf) for pk, _, text_row in rows for key, tf in _grams(text_row["search_text"]).items()))
+            if (start + 2000) % 10_000 == 0:
+                print(f"  {start + 2000} records staged ({time.perf_counter() - t0:.0f} s)", flush=True)
+        cur.execute("INSERT INTO catalog_grams (gram, rec, tf) SELECT gram, rec, tf FROM staging ORDER BY gram, rec")
+        cur.execute("COMMIT")
+        cur.execute("DROP TABLE staging")
+        cur.execute("ANALYZE")
+        raw.commit()
+    finally:
+        raw.close()
+    print(f"loaded {n} records in {time.perf_counter() - t0:.0f} s")
+
+
+def _sqlite_value(value: object) -> object:
+    """What SQLAlchemy's SQLite dialect stores for a Python value (dates as ISO text)."""
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
 
 
 def bulk_fill_postgres(catalog: Catalog, n: int, seed: int = 1) -> None:
@@ -159,9 +222,16 @@ def time_app(url: str, repeats: int) -> dict[str, list[float]]:
         resp = client.post("/login", data={"username": "bench", "password": "bench-password-1", "csrf_token": token},
                            follow_redirects=False)
         assert resp.status_code == 303, resp.text
+        t0 = time.perf_counter()
+        assert client.get("/search?type=通知").status_code == 200
+        times["first search"] = [(time.perf_counter() - t0) * 1000]  # builds the in-memory search columns
         for kind, queries in SEARCHES.items():
-            for q in queries:  # warm
+            cold = []
+            for q in queries:  # warm; timed apart: the first time a word is asked for in this process
+                t0 = time.perf_counter()
                 assert client.get(f"/search?{q}").status_code == 200
+                cold.append((time.perf_counter() - t0) * 1000)
+            times[f"cold {kind}"] = cold
             ts = []
             for _ in range(repeats):
                 for q in queries:
@@ -180,6 +250,20 @@ def time_app(url: str, repeats: int) -> dict[str, list[float]]:
             ts.append((time.perf_counter() - t0) * 1000)
             assert resp.status_code in (200, 404)
         times["record page"] = ts
+        # A correction written (as the web app or the watcher would), then the next search:
+        # the search columns patch it in first. Each record is put back as it was afterwards.
+        ts = []
+        for rid in [f"bench-{rng.randrange(n):06d}" for _ in range(5 * repeats)]:
+            record = catalog.get(rid)
+            if record is None:
+                continue
+            catalog.add(record.model_copy(update={"text": record.text + "\n追記あり"}))
+            t0 = time.perf_counter()
+            resp = client.get("/search?q=契約")
+            ts.append((time.perf_counter() - t0) * 1000)
+            assert resp.status_code == 200
+            catalog.add(record)
+        times["search after write"] = ts
     shutil.rmtree(home, ignore_errors=True)
     return times
 
@@ -227,6 +311,10 @@ def report(label: str, times: dict[str, list[float]]) -> bool:
     for kind, ts in times.items():
         p95 = percentile(ts, 95)
         target = 300 if kind == "record page" else 100
+        if kind.startswith(("cold", "first")):
+            print(f"  {kind:16s} n={len(ts):3d}  median {statistics.median(ts):6.1f} ms  max {max(ts):6.1f} ms  "
+                  "(first time in this process; not held to the target)")
+            continue
         ok &= p95 < target
         print(f"  {kind:16s} n={len(ts):3d}  median {statistics.median(ts):6.1f} ms  p95 {p95:6.1f} ms  "
               f"max {max(ts):6.1f} ms  (target p95 < {target} ms: {'OK' if p95 < target else 'TOO SLOW'})")
@@ -241,6 +329,7 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="run against a throw-away PostgreSQL cluster")
     parser.add_argument("--pg-dir", type=Path, help="keep the PostgreSQL cluster in this folder (reused next time)")
     parser.add_argument("--fill-only", action="store_true")
+    parser.add_argument("--bulk", action="store_true", help="SQLite: load like bulk_fill_postgres instead of add_many")
     args = parser.parse_args()
     if args.postgres:
         with postgres_cluster(args.pg_dir) as url:
@@ -253,7 +342,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="kiroku-web-bench-")
     url = f"sqlite:///{(args.db or Path(tmp.name) / 'catalog.db').resolve()}"
     catalog = Catalog(url)
-    fill(catalog, args.records)
+    (bulk_fill_sqlite if args.bulk else fill)(catalog, args.records)
     catalog.close()
     if not args.fill_only:
         sys.exit(0 if report(f"SQLite, {args.records} records", time_app(url, args.repeats)) else 1)
