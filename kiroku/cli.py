@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -251,13 +252,22 @@ def search(
 ) -> None:
     """Find archived records by metadata and full text."""
     from kiroku import wiring
+    from processors.archive import query
 
-    hits = wiring.catalog(_settings(need_home=True)).search(
-        text, document_type=type_, number=number, issuer=issuer,
-        date_from=from_.date() if from_ else None, date_to=to.date() if to else None,
-        fiscal_year=fiscal_year, department=department, limit=limit)
+    # the web app's search, at the highest clearance: the CLI is the operator's, at the archive's own machine
+    try:
+        result = query.search(wiring.catalog(_settings(need_home=True)), query.SearchQuery(
+            text=text, document_type=type_, number=number, issuer=issuer,
+            date_from=from_.date() if from_ else None, date_to=to.date() if to else None,
+            fiscal_year=fiscal_year, department=department, per_page=max(1, min(limit, 500))),
+            query.CLEARANCES[-1], facets=False, mask=False)
+    except query.QueryError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    hits = result.hits
     if as_json:
-        print(json.dumps([dataclasses.asdict(h) for h in hits], ensure_ascii=False, indent=1, default=str))
+        print(json.dumps([{**dataclasses.asdict(h), "snippet": "".join(t for t, _ in h.snippet)} for h in hits],
+                         ensure_ascii=False, indent=1, default=str))
         return
     if not hits:
         err.print("no records found")
@@ -270,8 +280,10 @@ def search(
         if who:
             console.print(f"    {who}")
         if h.snippet:
-            console.print(f"    [dim]{' '.join(h.snippet.split())}[/dim]")
-    err.print(f"{len(hits)} record(s); `kiroku show ID` for details, `kiroku get ID -o FILE` for the PDF/A")
+            shown = "".join(f"[bold yellow]{escape(t)}[/bold yellow]" if hit else escape(t) for t, hit in h.snippet)
+            console.print(f"    [dim]{' '.join(shown.split())}[/dim]")
+    more = f" of {result.total}" if result.total > len(hits) else ""
+    err.print(f"{len(hits)}{more} record(s); `kiroku show ID` for details, `kiroku get ID -o FILE` for the PDF/A")
 
 
 @app.command()

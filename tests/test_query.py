@@ -327,3 +327,11 @@ def test_threads_search_while_another_writes(catalog_url: str) -> None:  # noqa:
         assert not errors, errors
         for query in queries:
             assert _same(cat, query, "3B").total == len(_expected_ids(corpus, query, "3B"))
+
+
+def test_document_numbers_sort_as_numbers_on_both_paths() -> None:
+    from processors.archive.catalog import number_sort_key
+
+    numbers = ["環第105号", "環第98号", "環第1000号", "総第7号", "環第98号の2"]
+    ordered = sorted(numbers, key=lambda n: number_sort_key(document_number_key(n)))
+    assert ordered == ["環第98号", "環第98号の2", "環第105号", "環第1000号", "総第7号"]

@@ -737,8 +737,6 @@ def test_sort_links_keep_the_query(web_env):
     assert all("q=%E3%81%94%E3%81%BF" in url and "fiscal_year" not in url for url in links.values())
 
 
-@pytest.mark.xfail(strict=True, reason="文書番号順 compares the keys as text (環第105号 before 環第98号); the sort key "
-                                       "belongs to processors/archive/query.py and catalog.py (search branch)")
 def test_sort_by_document_number_is_numeric(web_env):
     viewer = client_for(web_env, "viewer")
     hits = viewer.get("/api/search", params={"q": "ごみ", "sort": "number"}).json()["results"]

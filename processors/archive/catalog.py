@@ -181,6 +181,14 @@ def document_number_key(number: str | None) -> str:
     return _KANJI_NUMBER_IN_NUMBER.sub(arabic, key)[:_KEY_LEN]
 
 
+def number_sort_key(key: str) -> tuple[str, str]:
+    """How 文書番号 are ordered: digit runs as numbers (環第98号 before 環第105号), then as written.
+
+    Applied to document_number_key's form; a run is padded to 12 digits, so comparing the
+    padded text in code point order is comparing the numbers."""
+    return re.sub(r"\d+", lambda m: m.group().zfill(12), key), key
+
+
 # Marks the end of a field: the last character of each field is indexed as the bigram
 # (character, _END), so every occurrence of every character is the first half of exactly
 # one bigram. That is what lets a one-character word be found and counted from the index.

@@ -43,6 +43,7 @@ from processors.archive.catalog import (
     _display,
     _term_keys,
     document_number_key,
+    number_sort_key,
     grams,
     normalize,
     records,
@@ -478,6 +479,12 @@ def _select_sql(catalog: Catalog, conn: Connection, q: SearchQuery, parsed: Pars
             total = int(n)
         elif value is not None:
             facet_counts[kind].append((value, int(n)))
+    if q.sort == "number":  # numbers in 文書番号 compare as numbers, which SQL collations do not do
+        rows = conn.execute(select(m.c.pk, m.c.score, m.c.norm_number, m.c.document_date)).all()
+        rows.sort(key=lambda row: (row.norm_number is None, number_sort_key(row.norm_number or ""),
+                                   row.document_date is None, row.document_date or dt.date.min, row.pk))
+        start = (q.page - 1) * q.per_page
+        order = [(int(row.pk), float(row.score)) for row in rows[start:start + q.per_page]]
     return total, order, facet_counts
 
 

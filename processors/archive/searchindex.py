@@ -44,6 +44,7 @@ from processors.archive.catalog import (
     changes,
     grams,
     normalize,
+    number_sort_key,
     records,
     texts,
 )
@@ -158,14 +159,14 @@ class _Columns:
         self._number_rank = None
 
     def number_rank(self) -> np.ndarray:
-        """Per pk, the rank of its 文書番号 key in code point order, NULL last (sort by 文書番号).
+        """Per pk, the rank of its 文書番号 key in catalog.number_sort_key order, NULL last (sort by 文書番号).
 
         The distinct keys are sorted again only when a new one appeared since the last time.
         """
         if self._number_rank is None:
             values = self.codes["norm_number"].values
             if self._rank_of_code is None or len(self._rank_of_code) != len(values):
-                order = sorted(range(1, len(values)), key=values.__getitem__)  # type: ignore[arg-type]
+                order = sorted(range(1, len(values)), key=lambda code: number_sort_key(values[code]))  # type: ignore[arg-type]
                 rank_of_code = np.empty(len(values), dtype=np.int64)
                 rank_of_code[0] = len(values)  # NULL after every value
                 rank_of_code[order] = np.arange(len(order))
