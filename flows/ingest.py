@@ -196,8 +196,9 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         if move_source:
             ledger.mark_running(source, settings=settings)
         loaded = load_scan(source, settings)
-        if isinstance(loaded, BaseException):
-            raise loaded
+        if isinstance(loaded, State):  # the task refused the scan (see load_scan): its reason, raised here
+            refusal = loaded.result(raise_on_failure=False)
+            raise refusal if isinstance(refusal, BaseException) else InputRejected(loaded.message or "読めないファイルです")
         if move_source:
             ledger.ledger_for(settings).note_content(source, loaded.sha256)
         with content_lock(settings.home, loaded.sha256):  # archived? -> store -> catalog, one pass per content

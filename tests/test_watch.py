@@ -120,6 +120,8 @@ def test_links_odd_names_and_empty_files_each_get_their_outcome(kiroku_env, runn
     for note in (Path(f"{link_q}.error.txt"), Path(f"{empty_q}.error.txt")):
         text = note.read_text(encoding="utf-8")
         assert text.startswith("この書類は保管できませんでした") and "対処:" in text and "reason:" in text
+    # and the reason is the file's own problem, not a fault of ours on the way
+    assert "ファイルが空です" in Path(f"{empty_q}.error.txt").read_text(encoding="utf-8")
     assert all(len(os.fsencode(p.name)) <= 255 for p in quarantine.iterdir())
     # the Shift_JIS name is kept for people and as its bytes
     hits = wiring.catalog(kiroku_env).search("庁舎点検")
