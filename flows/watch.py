@@ -84,9 +84,10 @@ class InboxWatcher:
         earlier watcher whose run never reported are due again now."""
         for entry in self.ledger.entries("running"):
             if not ledger.pid_alive(entry.pid, entry.pid_start):
-                self._settle(entry.path, entry.department, ReaderCrashed(
-                    "読み取り処理が途中で終了しました（kiroku の再起動前）",
-                    f"process {entry.pid} was archiving this file when kiroku stopped"))
+                why = ReaderCrashed("読み取り処理が途中で終了しました（kiroku の再起動前）",
+                                    f"process {entry.pid} was archiving this file when kiroku stopped")
+                self._settle(entry.path, entry.department, why)
+                mark_run_crashed(entry.flow_run_id, str(why))
         for entry in self.ledger.entries("handed_over"):
             self.ledger.record(entry.path, "retry", retry_at=time.time())
 
@@ -152,6 +153,8 @@ class InboxWatcher:
         reason = ledger.stale_reason(entry, wall, document_limit=self.document_limit)
         if reason is not None:
             self._settle(entry.path, entry.department, reason)
+            if entry.state == "running" and not ledger.pid_alive(entry.pid, entry.pid_start):
+                mark_run_crashed(entry.flow_run_id, str(reason))
         elif entry.state == "handed_over" and entry.handed_at and wall - entry.handed_at > self.handover_limit \
                 and entry.path not in self._queued:  # waiting in our own pool is not lost
             log.warning("%s: 引き渡した処理が始まらないため、もう一度引き渡します", display_name(entry.path.name))
@@ -224,6 +227,32 @@ class InboxWatcher:
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait)
+
+
+def mark_run_crashed(flow_run_id: str | None, message: str) -> bool:
+    """Mark the Prefect run of a process that died Crashed; returns whether it was changed.
+
+    Runs execute inside the worker process, so when it dies (kill -9, the OOM killer)
+    nothing tells the server, and the run would show "Running" in the UI for good.
+    The ledger remembers which run held the scan; the watcher that notices the dead
+    process says so here. A run already in a final state is left as it is.
+    """
+    if not flow_run_id:
+        return False
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return False
+            client.set_flow_run_state(flow_run_id, Crashed(message=f"処理プロセスが停止しました: {message}"),
+                                      force=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - Prefect may be down too; the scan itself is already settled
+        log.warning("could not mark flow run %s as crashed: %s", flow_run_id, exc)
+        return False
 
 
 def watch_inbox(settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
