@@ -17,6 +17,8 @@ decides when and whether to hand a file over.
 
 from __future__ import annotations
 
+import collections
+
 import logging
 import os
 import threading
@@ -29,7 +31,7 @@ import watchfiles
 
 from kiroku.config import Settings
 from processors.archive import inbox, ledger
-from processors.archive.failures import InputRejected, ReaderCrashed
+from processors.archive.failures import InputRejected, ReaderCrashed, WorkerDiedWithOthers
 from processors.archive.names import display_name, encode_path
 
 log = logging.getLogger("kiroku.watch")
@@ -82,12 +84,19 @@ class InboxWatcher:
     def recover(self) -> None:
         """At start: runs left `running` by a dead process are a crash attempt; hand-overs of an
         earlier watcher whose run never reported are due again now."""
-        for entry in self.ledger.entries("running"):
-            if not ledger.pid_alive(entry.pid, entry.pid_start):
+        dead = [e for e in self.ledger.entries("running") if not ledger.pid_alive(e.pid, e.pid_start)]
+        in_flight = collections.Counter(e.pid for e in dead)
+        for entry in dead:
+            why: BaseException
+            if in_flight[entry.pid] > 1:  # one process, several scans: none of them is to blame yet
+                why = WorkerDiedWithOthers(
+                    "処理中に作業プロセスが停止しました（ほかの書類と同時）。自動で再試行します",
+                    f"process {entry.pid} died holding {in_flight[entry.pid]} scans, this one among them")
+            else:
                 why = ReaderCrashed("読み取り処理が途中で終了しました（kiroku の再起動前）",
                                     f"process {entry.pid} was archiving this file when kiroku stopped")
-                self._settle(entry.path, entry.department, why)
-                mark_run_crashed(entry.flow_run_id, str(why))
+            self._settle(entry.path, entry.department, why)
+            mark_run_crashed(entry.flow_run_id, str(why))
         for entry in self.ledger.entries("handed_over"):
             self.ledger.record(entry.path, "retry", retry_at=time.time())
 
