@@ -194,7 +194,7 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
     try:
         inbox.refuse_link(source)  # never read through a link
         if move_source:
-            ledger.mark_running(source, settings=settings)
+            ledger.mark_running(source, settings=settings, flow_run_id=flow_run.get_id())
         loaded = load_scan(source, settings)
         if isinstance(loaded, State):  # the task refused the scan (see load_scan): its reason, raised here
             refusal = loaded.result(raise_on_failure=False)

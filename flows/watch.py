@@ -17,6 +17,8 @@ decides when and whether to hand a file over.
 
 from __future__ import annotations
 
+import collections
+
 import logging
 import os
 import threading
@@ -29,7 +31,7 @@ import watchfiles
 
 from kiroku.config import Settings
 from processors.archive import inbox, ledger
-from processors.archive.failures import InputRejected, ReaderCrashed
+from processors.archive.failures import InputRejected, ReaderCrashed, WorkerDiedWithOthers
 from processors.archive.names import display_name, encode_path
 
 log = logging.getLogger("kiroku.watch")
@@ -82,11 +84,19 @@ class InboxWatcher:
     def recover(self) -> None:
         """At start: runs left `running` by a dead process are a crash attempt; hand-overs of an
         earlier watcher whose run never reported are due again now."""
-        for entry in self.ledger.entries("running"):
-            if not ledger.pid_alive(entry.pid, entry.pid_start):
-                self._settle(entry.path, entry.department, ReaderCrashed(
-                    "読み取り処理が途中で終了しました（kiroku の再起動前）",
-                    f"process {entry.pid} was archiving this file when kiroku stopped"))
+        dead = [e for e in self.ledger.entries("running") if not ledger.pid_alive(e.pid, e.pid_start)]
+        in_flight = collections.Counter(e.pid for e in dead)
+        for entry in dead:
+            why: BaseException
+            if in_flight[entry.pid] > 1:  # one process, several scans: none of them is to blame yet
+                why = WorkerDiedWithOthers(
+                    "処理中に作業プロセスが停止しました（ほかの書類と同時）。自動で再試行します",
+                    f"process {entry.pid} died holding {in_flight[entry.pid]} scans, this one among them")
+            else:
+                why = ReaderCrashed("読み取り処理が途中で終了しました（kiroku の再起動前）",
+                                    f"process {entry.pid} was archiving this file when kiroku stopped")
+            self._settle(entry.path, entry.department, why)
+            mark_run_crashed(entry.flow_run_id, str(why))
         for entry in self.ledger.entries("handed_over"):
             self.ledger.record(entry.path, "retry", retry_at=time.time())
 
@@ -152,6 +162,8 @@ class InboxWatcher:
         reason = ledger.stale_reason(entry, wall, document_limit=self.document_limit)
         if reason is not None:
             self._settle(entry.path, entry.department, reason)
+            if entry.state == "running" and not ledger.pid_alive(entry.pid, entry.pid_start):
+                mark_run_crashed(entry.flow_run_id, str(reason))
         elif entry.state == "handed_over" and entry.handed_at and wall - entry.handed_at > self.handover_limit \
                 and entry.path not in self._queued:  # waiting in our own pool is not lost
             log.warning("%s: 引き渡した処理が始まらないため、もう一度引き渡します", display_name(entry.path.name))
@@ -224,6 +236,32 @@ class InboxWatcher:
     def close(self, wait: bool = True) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait)
+
+
+def mark_run_crashed(flow_run_id: str | None, message: str) -> bool:
+    """Mark the Prefect run of a process that died Crashed; returns whether it was changed.
+
+    Runs execute inside the worker process, so when it dies (kill -9, the OOM killer)
+    nothing tells the server, and the run would show "Running" in the UI for good.
+    The ledger remembers which run held the scan; the watcher that notices the dead
+    process says so here. A run already in a final state is left as it is.
+    """
+    if not flow_run_id:
+        return False
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return False
+            client.set_flow_run_state(flow_run_id, Crashed(message=f"処理プロセスが停止しました: {message}"),
+                                      force=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - Prefect may be down too; the scan itself is already settled
+        log.warning("could not mark flow run %s as crashed: %s", flow_run_id, exc)
+        return False
 
 
 def watch_inbox(settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,

@@ -291,3 +291,26 @@ def test_a_shift_jis_name_inside_an_error_message_is_written_readably(settings) 
     assert "空の申請書.pdf: the file is empty" in note
     assert "空の申請書.pdf: the file is empty" in ledger.ledger_for(settings).get(scan).last_reason
     outcome.message.encode("utf-8")
+
+
+def test_scans_that_died_together_with_their_worker_are_not_blamed(settings) -> None:
+    """A worker kill takes every scan in flight with it: those are retried, not counted as their crash."""
+    from flows.watch import InboxWatcher
+
+    scans = [settings.inbox / f"同時{i}.png" for i in range(3)]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    book = ledger.Ledger(settings.home)
+    for scan in scans:
+        scan.write_bytes(b"\x89PNG")
+        book.handed_over(scan, None, None)
+        book.mark_running(scan, int(dead.stdout))
+    runs = Runs("pass")
+    watcher = InboxWatcher(settings, settle_seconds=0.2, submit=runs)
+    try:
+        for scan in scans:
+            entry = watcher.ledger.get(scan)
+            assert entry.state == "retry" and entry.attempts == 0, entry
+            assert entry.transient_attempts == 1 and "ほかの書類と同時" in entry.last_reason
+            assert scan.exists()
+    finally:
+        runs.stop()

@@ -131,3 +131,39 @@ def test_links_odd_names_and_empty_files_each_get_their_outcome(kiroku_env, runn
     assert base64.b64decode(record.source.filename_bytes) == sjis
     assert record.source.department == "総務課"
     assert not any(inbox.rglob("*.*")), list(inbox.rglob("*"))  # nothing left waiting in the inbox
+
+
+def test_a_run_whose_process_died_is_marked_crashed_in_prefect(kiroku_env) -> None:
+    """In-process runs die with their worker and nothing tells the server: the watcher that
+    notices the dead process marks the run Crashed, so the UI never shows it Running for good."""
+    import subprocess
+    import sys
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from flows.watch import InboxWatcher
+    from processors.archive import ledger
+
+    @flow(name="ingest-document")
+    def stand_in() -> None:  # only its name is used: the run is created as the real one is
+        pass
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(stand_in, name="総務課/死んだ.png", state=Running())
+    scan = kiroku_env.inbox / "死んだ.png"
+    scan.write_bytes(b"\x89PNG")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    book = ledger.Ledger(kiroku_env.home)
+    book.handed_over(scan, None, None)
+    book.mark_running(scan, int(dead.stdout), flow_run_id=str(run.id))
+    watcher = InboxWatcher(kiroku_env, settle_seconds=0.2, submit=lambda p, d: True)
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run.id).state
+        assert state is not None and state.type.value == "CRASHED", state
+        assert "処理プロセスが停止しました" in (state.message or "")
+        assert watcher.ledger.get(scan).state == "retry"
+    finally:
+        watcher.close(wait=True)

@@ -60,6 +60,18 @@ class ReaderCrashed(KirokuFailure):
     kind: FailureKind = "crashed"
 
 
+class WorkerDiedWithOthers(TransientFailure):
+    """The worker process died while it held this scan and others: one process, many suspects.
+
+    Runs share the worker process, so a kill, the OOM killer or a restart takes every
+    scan in flight with it; counting that as a crash of each would quarantine good scans
+    that were only nearby (seen: a scan quarantined after three kills aimed at others).
+    Such scans are retried with back-off instead. A scan that really kills the worker
+    is soon the only one in flight (the back-off grows, the inbox drains), and is then
+    counted as a crash of its own (ReaderCrashed) and quarantined after MAX_CRASH_ATTEMPTS.
+    """
+
+
 def japanese_reason(japanese: str, detail: str = "") -> str:
     """One line: the Japanese reason, and the English detail after it when there is one."""
     detail = " ".join(detail.split())

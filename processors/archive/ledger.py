@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS intake (
     transient_attempts INTEGER NOT NULL DEFAULT 0,
     last_reason TEXT,
     destination BLOB,
+    flow_run_id TEXT,                      -- the Prefect run working on it, to mark Crashed if its process died
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS intake_state ON intake(state);
@@ -87,6 +88,7 @@ class Entry:
     transient_attempts: int
     last_reason: str | None
     destination: Path | None
+    flow_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,9 @@ class Ledger:
         self._local = threading.local()
         with self._db() as db:
             db.executescript(_SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(intake)")}
+            if "flow_run_id" not in columns:  # a ledger written before runs were remembered
+                db.execute("ALTER TABLE intake ADD COLUMN flow_run_id TEXT")
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -199,7 +204,8 @@ class Ledger:
             pid=row["pid"], pid_start=row["pid_start"], started_at=row["started_at"],
             handed_at=row["handed_at"], retry_at=row["retry_at"], attempts=row["attempts"],
             transient_attempts=row["transient_attempts"], last_reason=row["last_reason"],
-            destination=Path(os.fsdecode(row["destination"])) if row["destination"] else None)
+            destination=Path(os.fsdecode(row["destination"])) if row["destination"] else None,
+            flow_run_id=row["flow_run_id"])
 
     def get(self, path: Path | str) -> Entry | None:
         with self._db() as db:
@@ -244,10 +250,11 @@ class Ledger:
         with self._tx() as db:
             self._upsert(db, path, **values)
 
-    def mark_running(self, path: Path | str, pid: int, sha256: str | None = None) -> None:
+    def mark_running(self, path: Path | str, pid: int, sha256: str | None = None,
+                     flow_run_id: str | None = None) -> None:
         with self._tx() as db:
             values: dict[str, object] = {"state": "running", "pid": pid, "pid_start": _pid_start(pid),
-                                         "started_at": time.time(), "retry_at": None}
+                                         "started_at": time.time(), "retry_at": None, "flow_run_id": flow_run_id}
             if sha256:
                 values["sha256"] = sha256
             self._upsert(db, path, **values)
@@ -303,9 +310,10 @@ def _settings(settings):  # noqa: ANN001, ANN202
     return load_settings()
 
 
-def mark_running(path: Path | str, pid: int | None = None, settings=None, *, sha256: str | None = None) -> None:  # noqa: ANN001
-    """The run has started on this file in process `pid` (default: this one)."""
-    ledger_for(_settings(settings)).mark_running(path, pid or os.getpid(), sha256)
+def mark_running(path: Path | str, pid: int | None = None, settings=None, *, sha256: str | None = None,  # noqa: ANN001
+                 flow_run_id: str | None = None) -> None:
+    """The run `flow_run_id` has started on this file in process `pid` (default: this one)."""
+    ledger_for(_settings(settings)).mark_running(path, pid or os.getpid(), sha256, flow_run_id)
 
 
 def settle_failure(path: Path | str, department: str | None, exc: BaseException, settings=None) -> Outcome:  # noqa: ANN001
