@@ -417,6 +417,71 @@ def comb_field_bands(tokens: list[Token], min_pieces: int = 2) -> list[tuple[int
     return bands
 
 
+def _covers(u: Token, t: Token) -> bool:
+    """Does box ``u`` already hold most of box ``t``?"""
+    ix = max(0.0, min(u.x1, t.x1) - max(u.x0, t.x0))
+    iy = max(0.0, min(u.y1, t.y1) - max(u.y0, t.y0))
+    return ix * iy >= 0.4 * max(1.0, t.w * t.h)
+
+
+def uncovered_line_patches(gray: np.ndarray, tokens: list[Token], f: float, max_patches: int = 8) -> list[tuple[int, int, int, int]]:
+    """Patches of ``gray`` (x0, y0, x1, y1, its pixels) holding a line of ink that no token box covers.
+
+    Measured on the detector's own scale ``f``: ink (Otsu) minus the token boxes minus
+    long rules; what is left is closed along lines and kept where it is line-shaped:
+    at least three times longer than thick and 3 to 40 pixels thick at that scale
+    (a line of small print; photos, logos and stray marks are not). Patches are padded
+    by their thickness so the detector sees the whole line.
+    """
+    h, w = gray.shape[:2]
+    sw, sh = max(32, round(w * f)), max(32, round(h * f))
+    small = gray if f >= 1.0 else cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    _t, ink = cv2.threshold(np.ascontiguousarray(small, dtype=np.uint8), 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    if not ink.any():
+        return []
+    fx, fy = sw / w, sh / h
+    for t in tokens:
+        ink[max(0, int(t.y0 * fy) - 2):int(t.y1 * fy) + 3, max(0, int(t.x0 * fx) - 2):int(t.x1 * fx) + 3] = 0
+    length = max(15, int(0.03 * min(sh, sw)))
+    rules = cv2.bitwise_or(cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))),
+                           cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length))))
+    ink = cv2.bitwise_and(ink, cv2.bitwise_not(cv2.dilate(rules, np.ones((3, 3), np.uint8))) & 1)
+    if int(ink.sum()) < 30:
+        return []
+    out: list[tuple[int, int, int, int, int]] = []
+    for kernel in ((7, 1), (1, 7)):  # horizontal lines, then vertical columns
+        joined = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, kernel))
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        for i in range(1, n):
+            x, y, bw, bh, area = (int(v) for v in stats[i])
+            long_side, thick = (bw, bh) if kernel[0] > 1 else (bh, bw)
+            if not (3 <= thick <= 40) or long_side < 3 * thick or area < 0.15 * bw * bh:
+                continue
+            pad = thick
+            out.append((max(0, x - pad), max(0, y - pad), min(sw, x + bw + pad), min(sh, y + bh + pad), long_side * thick))
+    if not out:
+        return []
+    # overlapping patches become one (a line cut in two would be detected as two halves)
+    boxes = [list(b[:4]) for b in out]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    boxes.sort(key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+    patches = [tuple(b) for b in boxes[:max_patches]]
+    return [(int(x0 / fx), int(y0 / fy), min(w, int(x1 / fx) + 1), min(h, int(y1 / fy) + 1)) for x0, y0, x1, y1 in patches]
+
+
 def suppress_light_ink(gray: np.ndarray, margin: int = 110) -> np.ndarray:
     """Whiten ink much lighter than the page's text: seal impressions left in gray scans.
 
@@ -681,7 +746,9 @@ class RapidOcrEngine:
 
     name = "rapidocr"
 
-    def __init__(self, det_max_side: int = 1280, min_score: float = 0.5, light_ink: int = 1, layout: int = 1):
+    def __init__(self, det_max_side: int = 1280, min_score: float = 0.5, light_ink: int = 1, layout: int = 1,
+                 second_look: int = 1):
+        self.second_look = second_look  # 1: detect again where lines of ink got no box (_second_look)
         self.layout = layout  # 1: regions first (processors.reading.layout), 0: the page as one block
         self.det_max_side = det_max_side
         self.min_score = min_score
@@ -709,7 +776,42 @@ class RapidOcrEngine:
         out = self._read_boxes(engine, gray, boxes)
         for y0, y1 in comb_field_bands(out):
             out = self._reread_band(engine, gray, det_gray, out, y0, y1)
+        if self.second_look:
+            out = self._second_look(engine, gray, det_gray, out, f)
         return out
+
+    def _second_look(self, engine, gray: np.ndarray, det_gray: np.ndarray, tokens: list[Token], f: float) -> list[Token]:
+        """Detect again, at twice the scale, where lines of ink were left without any box.
+
+        The first pass detects on a copy shrunk to ``det_max_side``; print much smaller
+        than the body (a photo's caption under a magazine's vertical body, a footnote)
+        is then only a few pixels high and the detector misses whole lines of it.
+        Ink that no box covers, in line-shaped patches (long, thin, not a rule), is cut
+        out and detected again at up to twice the first scale; boxes found there that no
+        first-pass box covers are read and added. Pages where every line was found
+        (most pages) cost one threshold and one connected-components pass.
+        """
+        patches = uncovered_line_patches(det_gray, tokens, f)
+        if not patches:
+            return tokens
+        f2 = min(1.0, 2.0 * f)
+        added: list[Token] = []
+        for x0, y0, x1, y1 in patches:
+            crop = np.ascontiguousarray(det_gray[y0:y1, x0:x1])
+            ch, cw = crop.shape[:2]
+            small = crop if f2 >= 1.0 else cv2.resize(crop, (max(32, round(cw * f2)), max(32, round(ch * f2))),
+                                                        interpolation=cv2.INTER_AREA)
+            det = _rapid_det(engine)(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))
+            if det.boxes is None or len(det.boxes) == 0:
+                continue
+            fx, fy = cw / small.shape[1], ch / small.shape[0]
+            boxes = [np.asarray(b, dtype=np.float32) * np.array([fx, fy], dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
+                     for b in det.boxes]
+            for t in self._read_boxes(engine, gray, boxes):
+                if any(_covers(u, t) for u in tokens + added):
+                    continue
+                added.append(t)
+        return tokens + added
 
     def _read_boxes(self, engine, gray: np.ndarray, boxes: list[np.ndarray], dy: float = 0.0) -> list[Token]:
         out: list[Token] = []
