@@ -557,3 +557,35 @@ def test_certificate_with_ocr_debris_around_columns() -> None:
     md = extract_metadata(text)
     assert (md.document_type, md.document_date) == ("表彰状", dt.date(2015, 4, 15))
     assert _n(md.addressee) == "田中健" and _n(md.issuer) == "金沢市長木村由美子"
+
+
+# --- real city form names and labels (issue #10) ------------------------------------------
+
+REAL_FORMS = [
+    # (text, type, title, addressee, applicant)
+    ("児童手当認定請求書\n浦安市長　様\n令和６年４月１日\n請求者　住所　浦安市猫実一丁目１番１号\n氏名　山田　花子\n"
+     "児童手当の認定を請求します。", "申請書", "児童手当認定請求書", "浦安市長", "山田　花子"),
+    ("住民票の写し等交付申出書\n（宛先）浦安市長\n令和６年５月１０日\n申出者　住所　東京都千代田区一丁目１番\n"
+     "申出者　氏名　佐藤　一郎\n下記のとおり申し出ます。", "申請書", "住民票の写し等交付申出書", "浦安市長", "佐藤　一郎"),
+    ("転出届\n船橋市長　あて\n令和６年３月１日\n届出人　氏名　田中　三郎\n上記のとおり届け出ます。",
+     "申請書", "転出届", "船橋市長", "田中　三郎"),
+    ("行政文書開示請求書\n浦安市長　様\n令和６年６月１日\n請求者氏名　高橋　四郎\n開示を請求します。",
+     "申請書", "行政文書開示請求書", "浦安市長", "高橋　四郎"),
+    ("令和６年度\n就学援助費受給申請書\n浦安市教育委員会　様\n保護者　氏名　鈴木　五月\n申請します。",
+     "申請書", "就学援助費受給申請書", "浦安市教育委員会", "鈴木　五月"),
+]
+
+
+@pytest.mark.parametrize("text,dtype,title,addressee,applicant", REAL_FORMS)
+def test_real_form_names_are_applications(text: str, dtype: str, title: str, addressee: str, applicant: str) -> None:
+    result = extract_from_text(text)
+    md = result.metadata
+    assert (md.document_type, md.title, md.addressee, md.issuer) == (dtype, title, addressee, applicant)
+    names = [p.value for p in result.pii if p.type == "person_name"]
+    assert applicant in names
+
+
+def test_contractor_claims_stay_invoices() -> None:
+    for title in ("工事代金請求書", "請求書", "御請求書"):
+        md = extract_from_text(f"{title}\n浦安市長　様\n請求金額　１２０，０００円\n株式会社浦安建設\n上記のとおり請求します。").metadata
+        assert md.document_type == "請求書", title

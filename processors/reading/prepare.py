@@ -153,7 +153,7 @@ def seal_shaped(mask: np.ndarray, page_side: float | None = None) -> np.ndarray:
         lo, hi = min(bw, bh), max(bw, bh)
         if lo < 0.02 * s_side or hi > 0.25 * s_side or hi > 1.6 * lo:
             continue
-        fill = float(small[y:y + bh, x:x + bw][labels[y:y + bh, x:x + bw] == i].mean())
+        fill = float(small[y:y + bh, x:x + bw].mean())  # red share of the mark's box
         if fill > 0.8:
             continue  # a solid red field (a photo, a filled box), not stamped strokes
         seal[y:y + bh, x:x + bw] = 1  # the whole stamp, characters inside the ring too

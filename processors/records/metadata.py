@@ -374,7 +374,7 @@ def _as_doc(text_or_doc: str | Doc, pages: list[Page] | None) -> Doc:
 # list numbering in front of a label: 1 / １ / (1) / ① / 一 / 第1
 _NUMBERING = re.compile(r"^(?:\d{1,2}(?![\d,])[.．、)]?|\(\d{1,2}\)|[①-⑳]|[一二三四五六七八九十]{1,2}[、.．]|[ア-ン][.．、)])")
 # 様/殿/御中 closing the line, possibly followed (after a wide gap) by seal debris without kanji
-_HONORIFIC = re.compile(r"^(?P<v>.*?\S)[\s\u3000]*(?:御中|様|殿|さま|宛)"
+_HONORIFIC = re.compile(r"^(?P<v>.*?\S)[\s\u3000]*(?:御中|様|殿|さま|宛て|あて|宛)"
                         r"(?:[\s\u3000]*$|[\s\u3000]{2,}[^\u3400-\u9fff\s]{1,10}$)")
 _SEAL_ONLY = re.compile(r"^.{0,2}[(\[]?(?:公印省略|公印略|印|㊞|押印省略)[)\]]?.{0,3}$")
 _SEAL_TAIL = re.compile(r"[\s\u3000]*(?:[（(\[]?(?:公印省略|印|㊞)[）)\]]?)$")
@@ -408,6 +408,18 @@ def _no_honorific(raw: str) -> str:
 def _has_honorific(ln: TLine) -> bool:
     m = _HONORIFIC.match(ln.raw.strip())
     return bool(m) and len(_key_and_map(m["v"])[0]) >= 2 and not m["v"].rstrip().endswith(("宛", "様", "殿"))
+
+
+_ADDRESSEE_LABEL = re.compile(r"^[(（【\[]?(?:宛先|あて先|宛て先|提出先)[)）】\]:：]?")
+
+
+def _labelled_addressee(ln: TLine) -> str | None:
+    """「（宛先）浦安市長」: the addressee a form prints behind a label instead of before 様."""
+    m = _ADDRESSEE_LABEL.match(ln.key)
+    if not m or m.end() >= len(ln.key):
+        return None
+    v = _no_honorific(ln.span(m.end()))
+    return v if len(_key_and_map(v)[0]) >= 2 else None
 
 
 def _clean_issuer(raw: str) -> str:
@@ -752,12 +764,15 @@ def _read_letter(doc: Doc, hit: TitleHit | None) -> _Layout:
     # roles in the header: number, date, addressee (様/殿/御中), then the issuer block
     addr_i = None
     for i, ln in enumerate(header):
+        labelled = _labelled_addressee(ln)
+        if labelled:
+            addr_i = i
+            r.addressee = Found(labelled, ln, 0.9)
+            break
         if (_has_honorific(ln) or ln.key.endswith("各位")) and ln.align != "right":
             addr_i = i
+            r.addressee = Found(_no_honorific(ln.raw), ln, 0.9)
             break
-    if addr_i is not None:
-        ln = header[addr_i]
-        r.addressee = Found(_no_honorific(ln.raw), ln, 0.9)
     marks = [i for i, ln in enumerate(header)
              if _NUMBER_FULL.match(ln.key) or (r.date and ln is r.date.line)]
     start = max([*marks, addr_i if addr_i is not None else -1]) + 1
@@ -811,7 +826,11 @@ def _field_after(ln: TLine, label_rx: str, stop_labels: str | None = None) -> st
 
 
 _PERSON_STOP = r"(生年月日|性別|年齢|電話|TEL|携帯|住所|個人番号|マイナンバー|フリガナ|ふりがな|続柄|職業|E-?mail|印$|㊞)"
-_APPLICANT = r"(?:申請者|届出人|届出者|申込者|申請人|請求者|依頼者|報告者|提出者)"
+_APPLICANT = r"(?:申請者|届出人|届出者|申込者|申請人|請求者|申出者|申出人|申立人|依頼者|報告者|提出者|受給者|保護者|世帯主)"
+# the label of a person's name in a form row: 氏名, or 氏名 behind whose name it is
+# (申請者氏名, 保護者　氏名, 請求者 氏名: real city forms print the role in front)
+_NAME_LABEL = (rf"(?:{_APPLICANT}|代表者|本人|児童|生徒|対象者)?[:：]?(?:氏名又は名称|氏名|名前|お名前)"
+               r"|氏名又は名称|氏名|名前|お名前")
 
 
 def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
@@ -824,6 +843,10 @@ def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
     r.number = _find_number(doc, "form", header)
     r.date, r.date_conf = _pick_date(doc, "form", header)
     for ln in page[: max(t_idx + 4, 8)]:
+        labelled = _labelled_addressee(ln)
+        if labelled:
+            r.addressee = Found(labelled, ln, 0.9)
+            break
         if _has_honorific(ln) and not re.match(r"^(?:氏名|住所)", ln.key):
             r.addressee = Found(_no_honorific(ln.raw), ln, 0.9)
             break
@@ -831,7 +854,7 @@ def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
     anchor = next((i for i, ln in enumerate(lines) if re.match(rf"^[(（【]?{_APPLICANT}", _strip_numbering(ln.key)[0])), None)
     order = (lines[anchor:anchor + 10] + lines) if anchor is not None else lines
     for ln in order:
-        v = _field_after(ln, r"氏名又は名称|氏名|名前|お名前|代表者氏名|申請者氏名|届出人氏名", _PERSON_STOP)
+        v = _field_after(ln, _NAME_LABEL, _PERSON_STOP)
         if v:
             r.issuer = Found(_no_honorific(_clean_issuer(v)), ln, 0.85)
             break
