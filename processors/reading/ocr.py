@@ -298,7 +298,9 @@ def layout_read(
     ``ocr_image``, when given, is searched for ruled tables (their cells' stacked
     vertical labels are read as words, and the cell grid is kept).
     """
-    from processors.reading.layout import block_kind, find_tables, layout_blocks, merge_stacked_labels, _em as em_of
+    from processors.reading.layout import (
+        Block, GridSlot, _em as em_of, block_kind, find_tables, grid_slots, layout_blocks, merge_stacked_labels,
+    )
 
     size = size or (10**9, 10**9)
     kept = clean_tokens(tokens)
@@ -307,25 +309,41 @@ def layout_read(
     lines: list[Line] = []
     regions: list[Region] = []
     page_em = em_of(kept) if kept else 1.0
-    blocks = layout_blocks(kept, ocr_size[0], ocr_size[1], vertical)
+    flow, slots = grid_slots(kept, grids)
+    blocks = layout_blocks(flow + slots, ocr_size[0], ocr_size[1], vertical)
     # a region of the record is a run of leaves of one column or tier, in one writing mode
-    # and of one kind (a title is its own region)
+    # and of one kind (a title is its own region); a ruled grid is a region of its own
     runs: list[tuple[tuple, list]] = []
-    for block in blocks:
-        key = (block.page, block.group, block.vertical, block_kind(block, page_em, ocr_size[1], grids))
-        groups = group_vertical(block.tokens) if block.vertical else group_horizontal(block.tokens)
-        made = [line for line in (group_to_line(g, block.vertical, scale, size) for g in groups) if line is not None]
+
+    def add(key: tuple, toks: list, made: list[Line]) -> None:
         if not made:
-            continue
+            return
         if runs and runs[-1][0] == key:
-            runs[-1][1].append((block, made))
+            runs[-1][1].append((toks, made))
         else:
-            runs.append((key, [(block, made)]))
-    for (part, _, is_vertical, kind), members in runs:
+            runs.append((key, [(toks, made)]))
+
+    for block in blocks:
+        plain = [t for t in block.tokens if not isinstance(t, GridSlot)]
+        pieces: list[tuple[float, object]] = []
+        if plain:
+            groups = group_vertical(plain) if block.vertical else group_horizontal(plain)
+            pieces += [((-max(t.x1 for t in g)) if block.vertical else min(t.y0 for t in g), g) for g in groups]
+        pieces += [((-t.x1) if block.vertical else t.y0, t) for t in block.tokens if isinstance(t, GridSlot)]
+        pieces.sort(key=lambda p: p[0])
+        kind = block_kind(Block(tokens=plain, vertical=block.vertical), page_em, ocr_size[1], grids) if plain else "table"
+        for _, piece in pieces:
+            if isinstance(piece, GridSlot):
+                toks = [t for _, inside in piece.cells for t in inside]
+                add((block.page, block.group, False, "table", id(piece)), toks, grid_lines(piece, vertical, scale, size))
+            else:
+                line = group_to_line(piece, block.vertical, scale, size)
+                add((block.page, block.group, block.vertical, kind), piece, [line] if line is not None else [])
+    for (part, _, is_vertical, kind, *_), members in runs:
         first = len(lines)
         for _, made in members:
             lines.extend(made)
-        toks = [t for block, _ in members for t in block.tokens]
+        toks = [t for tk, _ in members for t in tk]
         box = (min(t.x0 for t in toks), min(t.y0 for t in toks), max(t.x1 for t in toks), max(t.y1 for t in toks))
         regions.append(Region(kind=kind, bbox=_to_archive_box(*box, scale, size), vertical=is_vertical, part=part,
                               lines=list(range(first, len(lines)))))
@@ -341,6 +359,60 @@ def layout_read(
                               bbox=_to_archive_box(*c.box, scale, size), text=text.strip()))
         tables.append(Table(bbox=_to_archive_box(*grid.box, scale, size), rows=grid.rows, cols=grid.cols, cells=cells))
     return lines, regions, tables
+
+
+def grid_lines(slot, vertical: bool, scale: float = 1.0, size: tuple[int, int] | None = None) -> list[Line]:
+    """A ruled grid's Lines: row by row, the cells of a row left to right, a spanning cell once.
+
+    Neighbouring cells of a row that each hold one horizontal line of text, on one
+    band, are one Line (氏名　山田　太郎: a label and its value stay on one line for the
+    metadata readers, and the PDF text layer gets one line where the page has one). A
+    cell of several lines (T・S over H・R, an address over two lines), a vertical cell
+    or a cell spanning several rows is read on its own, its lines in its own order
+    (processors.reading.layout.xy_cut within the cell), so the lines of neighbouring
+    cells are never banded into each other. A spanning cell is read with the row it
+    starts in.
+    """
+    from processors.reading.layout import region_vertical, xy_cut
+
+    size = size or (10**9, 10**9)
+    rows: dict[int, list] = {}
+    for cell, inside in slot.cells:
+        if inside:
+            rows.setdefault(cell.row, []).append((cell, inside))
+    out: list[Line] = []
+    for r in sorted(rows):
+        run: list[Token] = []  # tokens of the simple cells joined so far
+
+        def flush() -> None:
+            if run:
+                line = group_to_line(list(run), False, scale, size)
+                if line is not None:
+                    out.append(line)
+                run.clear()
+
+        for cell, inside in sorted(rows[r], key=lambda ci: ci[0].col):
+            cell_vertical = region_vertical(inside, vertical)
+            groups = []
+            for b in xy_cut(inside, cell_vertical):
+                gs = group_vertical(b.tokens) if b.vertical else group_horizontal(b.tokens)
+                groups += [(b.vertical, g) for g in gs]
+            simple = len(groups) == 1 and not groups[0][0] and cell.row_span == 1
+            if simple and run:
+                band = [t for t in run]
+                cy = sorted((t.y0 + t.y1) / 2 for t in band)[len(band) // 2]
+                h = sorted(t.h for t in band)[len(band) // 2]
+                simple = all(abs((t.y0 + t.y1) / 2 - cy) <= 0.5 * h for t in groups[0][1])
+                if not simple and len(groups) == 1 and not groups[0][0] and cell.row_span == 1:
+                    flush()  # a simple cell on another band starts a run of its own
+                    simple = True
+            if simple:
+                run.extend(groups[0][1])
+                continue
+            flush()
+            out += [line for line in (group_to_line(g, v, scale, size) for v, g in groups) if line is not None]
+        flush()
+    return out
 
 
 def region_vertical_of(tokens: list[Token], default: bool) -> bool:
@@ -415,6 +487,9 @@ def comb_field_bands(tokens: list[Token], min_pieces: int = 2) -> list[tuple[int
         pad = 0.5 * (y1 - y0)
         bands.append((max(0, int(y0 - pad)), int(y1 + pad)))
     return bands
+
+
+SECOND_LOOK_MIN_SCORE = 0.8  # recogniser score a line found only by the second look must reach
 
 
 def _covers(u: Token, t: Token) -> bool:
@@ -788,7 +863,8 @@ class RapidOcrEngine:
         is then only a few pixels high and the detector misses whole lines of it.
         Ink that no box covers, in line-shaped patches (long, thin, not a rule), is cut
         out and detected again at up to twice the first scale; boxes found there that no
-        first-pass box covers are read and added. Pages where every line was found
+        first-pass box covers are read, and added when the recogniser is sure of them
+        (SECOND_LOOK_MIN_SCORE). Pages where every line was found
         (most pages) cost one threshold and one connected-components pass.
         """
         patches = uncovered_line_patches(det_gray, tokens, f)
@@ -808,7 +884,9 @@ class RapidOcrEngine:
             boxes = [np.asarray(b, dtype=np.float32) * np.array([fx, fy], dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
                      for b in det.boxes]
             for t in self._read_boxes(engine, gray, boxes):
-                if any(_covers(u, t) for u in tokens + added):
+                # text where the first pass saw none needs a sure reading: a gray seal's
+                # ring read as "SANGEN" at 0.53 is not a line of small print
+                if t.conf < 100.0 * SECOND_LOOK_MIN_SCORE or any(_covers(u, t) for u in tokens + added):
                     continue
                 added.append(t)
         return tokens + added
