@@ -589,3 +589,14 @@ def test_contractor_claims_stay_invoices() -> None:
     for title in ("工事代金請求書", "請求書", "御請求書"):
         md = extract_from_text(f"{title}\n浦安市長　様\n請求金額　１２０，０００円\n株式会社浦安建設\n上記のとおり請求します。").metadata
         assert md.document_type == "請求書", title
+
+
+def test_form_title_with_a_qualifier_and_blank_fields() -> None:
+    """A real form prints its name with a qualifier on the same line, and an empty form has no applicant."""
+    text = ("別記第1号様式（第5条第1項）　市教委提出用\n就学援助申請書　<準・要>令和6年度分\n（宛先）浦安市教育委員会\n"
+            "下記の理由により就学援助の支給を受けたいので、必要書類を添付のうえ申請します。\n令和　年　月　日　住　所浦安市\n"
+            "申請者電話番号\n保護者氏名*\n児童氏名個人番号：　続柄")
+    result = extract_from_text(text)
+    md = result.metadata
+    assert (md.document_type, md.title, md.addressee, md.issuer) == ("申請書", "就学援助申請書", "浦安市教育委員会", None)
+    assert not [p for p in result.pii if p.type == "person_name"]

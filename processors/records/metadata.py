@@ -453,6 +453,7 @@ class TitleHit:
     line: TLine
     kind: str  # suffix | title | subject | fuzzy
     value_from: int = 0  # key offset where the title starts (after 件名:)
+    value_to: int | None = None  # key offset where it ends, when a qualifier follows on the line
 
 
 def _suffix_hit(key: str, t: DocType) -> bool:
@@ -472,14 +473,31 @@ def _title_hits(doc: Doc, catalog: TypeCatalog) -> list[TitleHit]:
         if m and len(key) > m.end():
             start = m.end()
             key = key[start:]
+        # a form name followed on its line by a qualifier (就学援助申請書　<準・要>令和6年度分):
+        # the part before the first bracket or wide space is tried as the title too
+        head = _title_head(ln, start)
         for t in catalog.types:
             if _suffix_hit(key, t):
                 hits.append(TitleHit(t, ln, "subject" if start else "suffix", start))
             elif any(rx.search(key) for rx in t.titles):
                 hits.append(TitleHit(t, ln, "subject" if start else "title", start))
+            elif head is not None and any(rx.search(head[0]) for rx in t.titles):
+                hits.append(TitleHit(t, ln, "subject" if start else "title", start, head[1]))
         if start and not any(h.line is ln for h in hits):
             hits.append(TitleHit(catalog.fallback, ln, "subject", start))
     return hits
+
+
+def _title_head(ln: TLine, start: int) -> tuple[str, int] | None:
+    """(key, key end) of a line's part before a bracket or a wide space, when something follows it."""
+    raw = ln.raw[ln.pos[start]:] if start < len(ln.pos) else ""
+    m = re.match(r"^(.{2,30}?)(?:[\s\u3000]{1,}|(?=[<＜〈《【]))\S", raw.strip())
+    if not m:
+        return None
+    head_key = _key_and_map(m.group(1))[0]
+    if len(head_key) < 3:
+        return None
+    return head_key, start + len(head_key)
 
 
 def _cue_score(doc: Doc, t: DocType) -> int:
@@ -740,7 +758,7 @@ class _Layout:
 def _title_text(h: TitleHit) -> str:
     if h.kind == "fuzzy" and h.doctype.canonical_title:
         return h.doctype.canonical_title  # the printed title was unreadable; the form's name is known
-    return h.line.span(h.value_from)
+    return h.line.span(h.value_from, h.value_to)
 
 
 def _page_of(doc: Doc, ln: TLine) -> list[TLine]:
@@ -819,10 +837,14 @@ def _field_after(ln: TLine, label_rx: str, stop_labels: str | None = None) -> st
     b = len(ln.key)
     if stop_labels:
         s = re.search(stop_labels, ln.key[a:])
-        if s and s.start() > 0:
+        if s and s.start() == 0:
+            return None  # the next label follows at once: the field is left blank (氏名 個人番号：)
+        if s:
             b = a + s.start()
     v = ln.span(a, b)
-    return v or None
+    if not v or not re.search(r"[\u3040-\u30ff\u3400-\u9fffA-Za-z0-9]", v):
+        return None  # a blank field with only a mark in it (保護者氏名＊)
+    return v
 
 
 _PERSON_STOP = r"(生年月日|性別|年齢|電話|TEL|携帯|住所|個人番号|マイナンバー|フリガナ|ふりがな|続柄|職業|E-?mail|印$|㊞)"
