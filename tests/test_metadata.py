@@ -600,3 +600,25 @@ def test_form_title_with_a_qualifier_and_blank_fields() -> None:
     md = result.metadata
     assert (md.document_type, md.title, md.addressee, md.issuer) == ("申請書", "就学援助申請書", "浦安市教育委員会", None)
     assert not [p for p in result.pii if p.type == "person_name"]
+
+
+def test_layout_regions_guide_the_readers() -> None:
+    """A title region further down still names the form; a footer region is never the issuer."""
+    from schemas.record import Region
+
+    header = [f"注意事項{i}：記入前に裏面の説明を必ずお読みください" for i in range(16)]
+    texts = header + ["児童手当認定請求書", "浦安市長　様", "請求者　氏名　山田　花子"]
+    lines = [Line(text=t, bbox=(100, 100 + 60 * i, 1500, 140 + 60 * i), confidence=95.0) for i, t in enumerate(texts)]
+    regions = [Region(kind="text", bbox=(100, 100, 1500, 1060), lines=list(range(16))),
+               Region(kind="title", bbox=(100, 1060, 1500, 1100), lines=[16]),
+               Region(kind="text", bbox=(100, 1120, 1500, 1220), lines=[17, 18])]
+    page = Page(index=0, text="\n".join(texts), lines=lines, regions=regions, width_px=1654, height_px=2339, dpi=200)
+    md = extract_from_text(page.text, pages=[page]).metadata
+    assert (md.document_type, md.title) == ("申請書", "児童手当認定請求書")
+
+    letter = ["総第１２号", "令和６年４月１日", "各課長　様", "総務部長", "文書の保存について（通知）", "本文です。", "浦安市役所総務課"]
+    lines = [Line(text=t, bbox=(100, 100 + 60 * i, 1500, 140 + 60 * i), confidence=95.0) for i, t in enumerate(letter)]
+    page = Page(index=0, text="\n".join(letter), lines=lines, width_px=1654, height_px=2339, dpi=200,
+                regions=[Region(kind="footer", bbox=(100, 2200, 1500, 2240), lines=[3])])
+    md = extract_from_text(page.text, pages=[page]).metadata
+    assert md.issuer is None  # 総務部長 was (by the layout) a running footer, not the signature block

@@ -276,6 +276,7 @@ class TLine:
     confidence: float | None = None  # 0..1 from OCR, None for plain text
     page_width: int | None = None
     vertical: bool = False
+    region: str | None = None  # kind of the layout region the line was read in (Page.regions), None for plain text
 
     printed: str = ""  # the line exactly as given (OCR output), for evidence
 
@@ -340,10 +341,11 @@ def build_doc(text: str = "", pages: list[Page] | None = None) -> Doc:
             pidx = p.index if p.index is not None else n
             lines: list[TLine] = []
             vertical = p.writing_mode == "vertical"
+            kinds = {i: r.kind for r in p.regions for i in r.lines}
             if p.lines:
                 for i, ln in enumerate(p.lines):
                     t = TLine(pidx, i, ln.text, bbox=tuple(ln.bbox), confidence=ln.confidence / 100.0,
-                              page_width=p.width_px, vertical=ln.vertical or vertical)
+                              page_width=p.width_px, vertical=ln.vertical or vertical, region=kinds.get(i))
                     if t.key:
                         lines.append(t)
             else:
@@ -432,9 +434,11 @@ def _clean_issuer(raw: str) -> str:
 
 
 def _is_noise(ln: TLine) -> bool:
-    """A seal note, a page number, or OCR debris (no kanji, no digit: "/ ーをっ 。")."""
+    """A seal note, a page number, a running footer, or OCR debris (no kanji, no digit: "/ ーをっ 。")."""
     if _SEAL_ONLY.match(ln.key) or _PAGE_NO.match(ln.key):
         return True
+    if ln.region == "footer":
+        return True  # the layout found it alone at the page's foot: a page number or a running footer
     return len(ln.key) <= 10 and not re.search(r"\d", ln.key) and not any(_is_kanji(c) for c in ln.key)
 
 
@@ -466,7 +470,10 @@ def _suffix_hit(key: str, t: DocType) -> bool:
 
 def _title_hits(doc: Doc, catalog: TypeCatalog) -> list[TitleHit]:
     hits: list[TitleHit] = []
-    region = doc.first_page[:TITLE_REGION]
+    # title lines sit near the top; a line the layout found printed large (a title region)
+    # counts as near the top further down too (a form's name under a long header block)
+    first = doc.first_page
+    region = first[:TITLE_REGION] + [ln for ln in first[TITLE_REGION:2 * TITLE_REGION] if ln.region == "title"]
     for ln in region:
         key, start = ln.key, 0
         m = re.match(r"^(?:件名|表題|題名|標題)[:：]?", key)
