@@ -499,7 +499,8 @@ def _covers(u: Token, t: Token) -> bool:
     return ix * iy >= 0.4 * max(1.0, t.w * t.h)
 
 
-def uncovered_line_patches(gray: np.ndarray, tokens: list[Token], f: float, max_patches: int = 8) -> list[tuple[int, int, int, int]]:
+def uncovered_line_patches(gray: np.ndarray, tokens: list[Token], f: float, max_patches: int = 8,
+                           small: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
     """Patches of ``gray`` (x0, y0, x1, y1, its pixels) holding a line of ink that no token box covers.
 
     Measured on the detector's own scale ``f``: ink (Otsu) minus the token boxes minus
@@ -509,8 +510,9 @@ def uncovered_line_patches(gray: np.ndarray, tokens: list[Token], f: float, max_
     by their thickness so the detector sees the whole line.
     """
     h, w = gray.shape[:2]
-    sw, sh = max(32, round(w * f)), max(32, round(h * f))
-    small = gray if f >= 1.0 else cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
+    if small is None:  # ``small``: the detector's own copy at scale f, when the caller has it
+        sw, sh = max(32, round(w * f)), max(32, round(h * f))
+        small = gray if f >= 1.0 else cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
     sh, sw = small.shape[:2]
     _t, ink = cv2.threshold(np.ascontiguousarray(small, dtype=np.uint8), 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     if not ink.any():
@@ -518,6 +520,8 @@ def uncovered_line_patches(gray: np.ndarray, tokens: list[Token], f: float, max_
     fx, fy = sw / w, sh / h
     for t in tokens:
         ink[max(0, int(t.y0 * fy) - 2):int(t.y1 * fy) + 3, max(0, int(t.x0 * fx) - 2):int(t.x1 * fx) + 3] = 0
+    if int(np.count_nonzero(ink)) < 30:
+        return []  # every line got its box (most pages)
     length = max(15, int(0.03 * min(sh, sw)))
     rules = cv2.bitwise_or(cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))),
                            cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length))))
@@ -839,10 +843,12 @@ class RapidOcrEngine:
         det_gray = suppress_light_ink(gray) if self.light_ink else gray
         if self.light_ink >= 2:
             gray = det_gray
-        bgr = cv2.cvtColor(det_gray, cv2.COLOR_GRAY2BGR)
         h, w = gray.shape[:2]
         f = min(1.0, self.det_max_side / max(h, w))
-        small = bgr if f >= 1.0 else cv2.resize(bgr, (max(32, round(w * f)), max(32, round(h * f))), interpolation=cv2.INTER_AREA)
+        # shrink the one gray channel, then make it BGR: a third of the resizing work
+        small_gray = det_gray if f >= 1.0 else cv2.resize(det_gray, (max(32, round(w * f)), max(32, round(h * f))),
+                                                          interpolation=cv2.INTER_AREA)
+        small = cv2.cvtColor(small_gray, cv2.COLOR_GRAY2BGR)
         det = _rapid_det(engine)(small)
         if det.boxes is None or len(det.boxes) == 0:
             return []
@@ -852,10 +858,11 @@ class RapidOcrEngine:
         for y0, y1 in comb_field_bands(out):
             out = self._reread_band(engine, gray, det_gray, out, y0, y1)
         if self.second_look:
-            out = self._second_look(engine, gray, det_gray, out, f)
+            out = self._second_look(engine, gray, det_gray, out, f, small_gray)
         return out
 
-    def _second_look(self, engine, gray: np.ndarray, det_gray: np.ndarray, tokens: list[Token], f: float) -> list[Token]:
+    def _second_look(self, engine, gray: np.ndarray, det_gray: np.ndarray, tokens: list[Token], f: float,
+                     small_gray: np.ndarray | None = None) -> list[Token]:
         """Detect again, at twice the scale, where lines of ink were left without any box.
 
         The first pass detects on a copy shrunk to ``det_max_side``; print much smaller
@@ -867,7 +874,7 @@ class RapidOcrEngine:
         (SECOND_LOOK_MIN_SCORE). Pages where every line was found
         (most pages) cost one threshold and one connected-components pass.
         """
-        patches = uncovered_line_patches(det_gray, tokens, f)
+        patches = uncovered_line_patches(det_gray, tokens, f, small=small_gray)
         if not patches:
             return tokens
         f2 = min(1.0, 2.0 * f)
