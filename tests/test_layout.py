@@ -124,6 +124,21 @@ def test_ruled_grid_is_read_row_by_row_cell_by_cell() -> None:
     assert [c.text for c in table.cells[:3]] == ["申請者", "住所", "浦安市猫実"]
 
 
+def test_a_grid_holding_only_the_labels_stays_in_the_flow() -> None:
+    """Label boxes beside values printed outside them (a licence card) are not read as a table."""
+    from processors.reading.layout import Grid, GridCell, grid_slots
+
+    cells = [GridCell(box=(0, 100 * r, 100, 100 * r + 90), row=r, col=0, row_span=1, col_span=1) for r in range(4)]
+    grid = Grid(box=(0, 0, 800, 390), rows=4, cols=1, cells=cells)
+    labels = [_h(w, 20, 30 + 100 * r) for r, w in enumerate(["氏名", "住所", "交付", "番号"])]
+    values = [_h(v, 150, 30 + 100 * r) for r, v in enumerate(["日本花子", "東京都千代田区霞が関二丁目", "令和元年五月七日", "〇一二三四五"])]
+    rest, slots = grid_slots(labels + values, [grid])
+    assert not slots and len(rest) == 8
+    full = [GridCell(box=(0, 100 * r, 800, 100 * r + 90), row=r, col=0, row_span=1, col_span=1) for r in range(4)]
+    rest, slots = grid_slots(labels + values, [Grid(box=(0, 0, 800, 390), rows=4, cols=1, cells=full)])
+    assert len(slots) == 1 and not rest  # the same text inside the cells is a table
+
+
 def test_pdf_text_layer_draws_a_table_row_as_one_line() -> None:
     """pdftotext of the archive PDF keeps a table row's cells in the record's order."""
     from processors.reading.pdfa import _table_rows

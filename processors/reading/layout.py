@@ -456,12 +456,16 @@ class GridSlot:
     conf: float = 0.0
 
 
+GRID_MIN_SHARE = 0.8  # share of the characters inside a grid's box that must lie in its cells
+
+
 def grid_slots(tokens: list, grids: list[Grid]) -> tuple[list, list[GridSlot]]:
     """The tokens outside every ruled grid's cells, and one GridSlot per grid holding the rest.
 
     A token belongs to the cell its centre lies in. A grid none of whose cells holds a
-    token is left out (its rules frame nothing to read); tokens on a grid's rules or in
-    a part the cell finder missed stay in the ordinary flow.
+    token is left out (its rules frame nothing to read), and so is one whose cells hold
+    less than GRID_MIN_SHARE of the characters inside its box; tokens on a grid's rules
+    or in a part the cell finder missed stay in the ordinary flow.
     """
     rest = list(tokens)
     slots: list[GridSlot] = []
@@ -473,6 +477,13 @@ def grid_slots(tokens: list, grids: list[Grid]) -> tuple[list, list[GridSlot]]:
             taken.update(id(t) for t in inside)
             cells.append((cell, inside))
         if not taken:
+            continue
+        # a grid only part of whose text lies in its cells (a card's label boxes beside
+        # values printed on the open card, a chart's legend boxes) is not read as a table:
+        # taken out of the flow, its labels would be read apart from their values
+        in_cells = sum(len(t.text) for t in rest if id(t) in taken)
+        in_box = sum(len(t.text) for t in rest if _inside(t, grid.box))
+        if in_cells < GRID_MIN_SHARE * in_box:
             continue
         rest = [t for t in rest if id(t) not in taken]
         x0, y0, x1, y1 = grid.box
