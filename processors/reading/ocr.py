@@ -329,8 +329,9 @@ def layout_read(
         if plain:
             groups = group_vertical(plain) if block.vertical else group_horizontal(plain)
             pieces += [((-max(t.x1 for t in g)) if block.vertical else min(t.y0 for t in g), g) for g in groups]
-        pieces += [((-t.x1) if block.vertical else t.y0, t) for t in block.tokens if isinstance(t, GridSlot)]
-        pieces.sort(key=lambda p: p[0])
+        grid_pieces = [((-t.x1) if block.vertical else t.y0, t) for t in block.tokens if isinstance(t, GridSlot)]
+        if grid_pieces:  # a grid among the block's lines goes where it stands; lines keep their order
+            pieces = sorted(pieces + grid_pieces, key=lambda p: p[0])
         kind = block_kind(Block(tokens=plain, vertical=block.vertical), page_em, ocr_size[1], grids) if plain else "table"
         for _, piece in pieces:
             if isinstance(piece, GridSlot):
