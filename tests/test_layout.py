@@ -107,6 +107,54 @@ def test_stacked_label_in_a_cell_is_read_as_one_word_and_cells_keep_their_text()
     assert table.cells[0].text == "申請者" and table.cells[1].text == "氏名"
 
 
+def test_ruled_grid_is_read_row_by_row_cell_by_cell() -> None:
+    """Cells of a row left to right; a cell of two lines is read whole, not banded with its neighbours."""
+    img = _grid_image()  # columns 100-400 (label spanning all rows), 400-800, 800-1300; rows 100/300/500/700
+    label = [Token(ch, 230, 250 + 120 * i, 270, 290 + 120 * i, 95.0) for i, ch in enumerate("申請者")]
+    row0 = [_h("住所", 450, 180, 40), _h("浦安市猫実", 850, 180, 40)]
+    row1 = [_h("電話", 450, 380, 40), _h("自宅０４７", 850, 330, 40), _h("携帯０９０", 850, 420, 40)]
+    row2 = [_h("氏名", 450, 580, 40), _h("山田花子", 850, 580, 40)]
+    above = _h("就学援助申請書", 500, 30, 40)
+    lines, regions, tables = layout_read(row2 + row1 + label + row0 + [above], False, img, (1400, 1000))
+    texts = [line.text for line in lines]
+    # 自宅 (upper) and 携帯 (lower) lie on either side of 電話's band: banding would give 自宅 / 電話 携帯
+    assert texts == ["就学援助申請書", "申請者", "住所　浦安市猫実", "電話", "自宅０４７", "携帯０９０", "氏名　山田花子"]
+    assert [r.kind for r in regions][1:] == ["table"] and regions[1].lines == [1, 2, 3, 4, 5, 6]
+    (table,) = tables
+    assert [c.text for c in table.cells[:3]] == ["申請者", "住所", "浦安市猫実"]
+
+
+def test_a_grid_holding_only_the_labels_stays_in_the_flow() -> None:
+    """Label boxes beside values printed outside them (a licence card) are not read as a table."""
+    from processors.reading.layout import Grid, GridCell, grid_slots
+
+    cells = [GridCell(box=(0, 100 * r, 100, 100 * r + 90), row=r, col=0, row_span=1, col_span=1) for r in range(4)]
+    grid = Grid(box=(0, 0, 800, 390), rows=4, cols=1, cells=cells)
+    labels = [_h(w, 20, 30 + 100 * r) for r, w in enumerate(["氏名", "住所", "交付", "番号"])]
+    values = [_h(v, 150, 30 + 100 * r) for r, v in enumerate(["日本花子", "東京都千代田区霞が関二丁目", "令和元年五月七日", "〇一二三四五"])]
+    rest, slots = grid_slots(labels + values, [grid])
+    assert not slots and len(rest) == 8
+    full = [GridCell(box=(0, 100 * r, 800, 100 * r + 90), row=r, col=0, row_span=1, col_span=1) for r in range(4)]
+    rest, slots = grid_slots(labels + values, [Grid(box=(0, 0, 800, 390), rows=4, cols=1, cells=full)])
+    assert len(slots) == 1 and not rest  # the same text inside the cells is a table
+
+
+def test_pdf_text_layer_draws_a_table_row_as_one_line() -> None:
+    """pdftotext of the archive PDF keeps a table row's cells in the record's order."""
+    from processors.reading.pdfa import _table_rows
+    from schemas.record import Line, Region
+
+    def line(text: str, box: tuple[int, int, int, int]) -> Line:
+        return Line(text=text, bbox=box, confidence=95.0)
+
+    lines = [line("1", (10, 100, 30, 160)), line("世帯主", (50, 115, 150, 145)),
+             line("T・S", (200, 100, 260, 125)), line("H・R", (200, 135, 260, 160)),
+             line("2", (10, 170, 30, 230)), line("T・S", (200, 170, 260, 195)), line("H・R", (200, 205, 260, 230))]
+    drawn = _table_rows(lines, [Region(kind="table", bbox=(0, 90, 300, 240), lines=list(range(7)))])
+    assert [d.text for d in drawn] == ["1　世帯主　T・S　H・R", "2　T・S　H・R"]
+    assert all(d.bbox[1] >= 100 and d.bbox[3] <= 160 for d in drawn[:1])
+
+
 def test_light_ink_cut_ignores_a_dark_background() -> None:
     """A page photographed on dark cloth: the text (gray typewriter ink) must survive."""
     img = np.full((1200, 1600), 235, np.uint8)
@@ -154,6 +202,40 @@ def test_generated_two_column_page_reads_column_by_column() -> None:
     text = RapidOcrEngine().read(page).text.replace("\n", "")
     assert text.index("内容") < text.index("右の段"), text
     assert text.index("読まれなければ") < text.index("電子化"), text
+
+
+def _photo_page_with_small_caption() -> Image.Image:
+    """A4 at 300 dpi: a vertical body, a photo below it and a caption under the photo at 45% of the body's size."""
+    from tests.pagegen import _font
+
+    img = Image.new("L", (2480, 3508), 255)
+    draw = ImageDraw.Draw(img)
+    body = _font("mincho", 46)
+    columns = ["行政文書の保存期間は文書の種類ごとに定める", "保存期間が満了した文書は移管又は廃棄する",
+               "電子化した文書も原本と同じく管理される"]
+    for i, col in enumerate(columns):
+        x = 2100 - 90 * i
+        for j, ch in enumerate(col):
+            draw.text((x, 300 + 52 * j), ch, font=body, fill=0)
+    rng = np.random.default_rng(7)
+    photo = (rng.normal(150, 40, (700, 1000)).clip(0, 255)).astype(np.uint8)
+    img.paste(Image.fromarray(photo), (700, 1700))
+    draw.text((760, 2440), "写真　旧庁舎の書庫に保管されていた簿冊の様子", font=_font("gothic", 21), fill=0)
+    return img
+
+
+def test_small_caption_under_a_photo_is_read() -> None:
+    """Print far smaller than the body, missed by the downscaled detection pass, is found by the second look."""
+    from processors.reading.ocr import RapidOcrEngine, rapidocr_available
+    from processors.reading.pages import SourcePage
+    from processors.reading.prepare import prepare_page
+
+    if not rapidocr_available():
+        pytest.skip("rapidocr not installed")
+    page = prepare_page(SourcePage(index=0, image=_photo_page_with_small_caption(), dpi=(300.0, 300.0), encoding="png"))
+    text = RapidOcrEngine().read(page).text.replace("\n", "")
+    assert "旧庁舎の書庫" in text, text
+    assert text.index("保存期間は") < text.index("旧庁舎"), text  # the body first, then the caption below it
 
 
 @pytest.mark.slow

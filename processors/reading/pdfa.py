@@ -157,6 +157,8 @@ def _build(pages: list[tuple[PreparedPage, Page]], info: PdfInfo, embed_icc: boo
     for _, page in pages:
         for line in page.lines:
             codes.add_text(_drawable(line.text))
+        if any(r.kind == "table" for r in page.regions):
+            codes.add_text(_CELL_JOIN)  # table rows are drawn as one line, cells joined by it
     font = _make_font(pdf, codes) if codes else None
     icc: dict[bytes, pikepdf.Stream] | None = {} if embed_icc else None
     for prepared, page in pages:
@@ -189,7 +191,7 @@ def _add_page(pdf: Pdf, prepared: PreparedPage, page: Page, font: pikepdf.Object
     content = [f"q {_n(width_pt)} 0 0 {_n(height_pt)} 0 0 cm /Im0 Do Q"]
     resources = Dictionary(XObject=Dictionary(Im0=xobject))
     # blank backs get no text even if OCR was run on them: it would only be bleed-through
-    lines = _even_line_sizes(page.lines, page.regions)
+    lines = _table_rows(_even_line_sizes(page.lines, page.regions), page.regions)
     text_ops = _text_layer(lines, codes, scale, image.size) if font is not None and not prepared.blank else []
     if text_ops:
         content += ["BT 3 Tr", *text_ops, "ET"]
@@ -490,6 +492,67 @@ def _even_line_sizes(lines: Sequence[Line], regions: Sequence[Region]) -> list[L
                 box = (x0, c - size // 2, x1, c - size // 2 + size)
             out[i] = line.model_copy(update={"bbox": box})
     return out
+
+
+_CELL_JOIN = "\u3000"
+
+
+def _table_rows(lines: Sequence[Line], regions: Sequence[Region]) -> list[Line]:
+    """The lines to draw, with each row of a ruled table drawn as one line in reading order.
+
+    In the record a table row may be several lines: the cells' own lines, cell by cell
+    (a cell holding T・S over H・R, a spanning label). Drawn where they are, a text
+    extractor bands them again by their height on the page and mixes the cells
+    (T・S / 世帯主 H・R). Drawn as one line over the row, cells joined by a space in
+    the record's order, pdftotext and a viewer's copy give the row as the record
+    reads it; the characters still lie on the row they belong to. A row is a run of
+    the region's lines that overlap one another's height; the drawn line is one
+    line high (the row's median) and centred on the row.
+    """
+    out = list(lines)
+    drop: set[int] = set()
+    for region in regions:
+        if region.kind != "table":
+            continue
+        idx = [i for i in region.lines if 0 <= i < len(out)]
+        if len(idx) < 2:
+            continue
+        heights = sorted(out[i].bbox[3] - out[i].bbox[1] for i in idx)
+        tall = 2 * heights[len(heights) // 2]
+        rows: list[list[int]] = []
+        for i in idx:
+            y0, y1 = out[i].bbox[1], out[i].bbox[3]
+            if rows:
+                # the row's band: its first line and its lines of ordinary height (a box
+                # spanning several rows later in the row joins it, but does not pull the
+                # next rows in)
+                band = [out[rows[-1][0]]] + [out[j] for j in rows[-1][1:] if out[j].bbox[3] - out[j].bbox[1] <= tall]
+                r0 = min(m.bbox[1] for m in band)
+                r1 = max(m.bbox[3] for m in band)
+                if y0 < r1 and y1 > r0:
+                    rows[-1].append(i)
+                    continue
+            rows.append([i])
+        for row in rows:
+            if len(row) < 2:
+                continue
+            members = [out[i] for i in row]
+            x0 = min(m.bbox[0] for m in members)
+            x1 = max(m.bbox[2] for m in members)
+            r0 = min(m.bbox[1] for m in members)
+            r1 = max(m.bbox[3] for m in members)
+            thick = sorted((m.bbox[2] - m.bbox[0]) if m.vertical else (m.bbox[3] - m.bbox[1]) for m in members)
+            h = max(1, min(thick[len(thick) // 2], r1 - r0))
+            c = (r0 + r1) // 2
+            merged = members[0].model_copy(update={
+                "text": _CELL_JOIN.join(m.text for m in members),
+                "bbox": (x0, c - h // 2, x1, c - h // 2 + h),
+                "vertical": False,
+                "words": [],
+            })
+            out[row[0]] = merged
+            drop.update(row[1:])
+    return [line for i, line in enumerate(out) if i not in drop]
 
 
 def _text_layer(lines: Sequence[Line], codes: _CodeMap, scale: float, size_px: tuple[int, int]) -> list[str]:

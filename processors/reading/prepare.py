@@ -122,13 +122,58 @@ def red_mask(rgb: np.ndarray) -> np.ndarray:
     return (redness >= 28) & (r >= 90) & (yellowness <= cv2.max(cv2.subtract(r, g) // 2, 25))
 
 
-def drop_red(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
-    """Gray page with the red ink replaced by (about) the paper it was stamped on.
+def seal_shaped(mask: np.ndarray, page_side: float | None = None) -> np.ndarray:
+    """Only the red marks that are shaped like a seal: round or square stamps, not red print.
+
+    A seal (印影, 受付印, 角印) is one compact mark: strokes of a ring or a square with
+    characters inside, about 5 to 50 mm across (2% to 25% of an A4 sheet's shorter
+    side), about as tall as wide, and strokes on paper rather than a solid field. Red
+    printed callouts are lines of text (much longer than tall), red rules are thin, and
+    a sepia or red photograph fills its whole box: those stay as they are, so the OCR
+    engine still reads red print and a photo is not punched with paper-coloured holes.
+    ``page_side`` is the page's shorter side in ``mask`` pixels (default: the mask's own,
+    which is right when the mask is the whole page).
+    """
+    h, w = mask.shape
+    side = float(page_side or min(h, w))
+    # work on a copy at most ~800 px on its longer side: seals are large, marks merge anyway
+    f = min(1.0, 800.0 / max(h, w))
+    small = mask.astype(np.uint8)
+    if f < 1.0:
+        small = cv2.resize(small, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        small = (small > 0).astype(np.uint8)
+    s_side = side * f
+    # join a seal's ring and characters into one mark (gaps of up to ~1.5 mm)
+    k = max(3, int(round(0.007 * s_side)) | 1)
+    joined = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    seal = np.zeros_like(small)
+    for i in range(1, n):
+        x, y, bw, bh, _area = (int(v) for v in stats[i])
+        lo, hi = min(bw, bh), max(bw, bh)
+        if lo < 0.02 * s_side or hi > 0.25 * s_side or hi > 1.6 * lo:
+            continue
+        fill = float(small[y:y + bh, x:x + bw].mean())  # red share of the mark's box
+        if fill > 0.8:
+            continue  # a solid red field (a photo, a filled box), not stamped strokes
+        seal[y:y + bh, x:x + bw] = 1  # the whole stamp, characters inside the ring too
+    if not seal.any():
+        return np.zeros_like(mask, dtype=bool)
+    if f < 1.0:
+        seal = cv2.resize(seal, (w, h), interpolation=cv2.INTER_NEAREST)
+        seal = cv2.dilate(seal, np.ones((3, 3), np.uint8))
+    return mask & seal.astype(bool)
+
+
+def drop_red(rgb: np.ndarray, gray: np.ndarray, page_side: float | None = None) -> np.ndarray:
+    """Gray page with the red seals replaced by (about) the paper they were stamped on.
 
     A seal pixel becomes its brightest channel plus its colourfulness, capped at
     the page's paper tone: pale pink and saturated red both turn into paper, and the
     seal leaves neither a gray ghost nor a white hole for the binariser or the OCR
-    engine to read.
+    engine to read. Only seal-shaped red marks are dropped (seal_shaped): red print
+    and photographs keep their pixels. ``page_side``: the page's shorter side in
+    ``rgb`` pixels when ``rgb`` is only a patch of it.
     """
     h, w = gray.shape
     if h * w > 4_000_000:
@@ -138,10 +183,16 @@ def drop_red(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
         small_mask = red_mask(half)
         if not small_mask.any():
             return gray
+        small_mask = seal_shaped(small_mask, None if page_side is None else page_side / 2)
+        if not small_mask.any():
+            return gray
         small_mask = cv2.dilate(small_mask.astype(np.uint8), np.ones((3, 3), np.uint8))
         mask = cv2.resize(small_mask, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
     else:
         mask = red_mask(rgb)
+        if not mask.any():
+            return gray
+        mask = seal_shaped(mask, page_side)
         if not mask.any():
             return gray
         mask = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
@@ -1087,7 +1138,7 @@ def trial_crop(
         return np.zeros((0, 0), np.uint8)
     patch = arr[by0:by1, bx0:bx1]
     if patch.ndim == 3:
-        patch = drop_red(patch, cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2GRAY))
+        patch = drop_red(patch, cv2.cvtColor(np.ascontiguousarray(patch), cv2.COLOR_RGB2GRAY), page_side=min(img_h, img_w))
     px, py = X - bx0, Y - by0
     m = cv2.getRotationMatrix2D((px, py), -skew_deg, 1.0)
     patch = cv2.warpAffine(np.ascontiguousarray(patch), m, (patch.shape[1], patch.shape[0]),

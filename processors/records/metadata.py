@@ -276,6 +276,7 @@ class TLine:
     confidence: float | None = None  # 0..1 from OCR, None for plain text
     page_width: int | None = None
     vertical: bool = False
+    region: str | None = None  # kind of the layout region the line was read in (Page.regions), None for plain text
 
     printed: str = ""  # the line exactly as given (OCR output), for evidence
 
@@ -340,10 +341,11 @@ def build_doc(text: str = "", pages: list[Page] | None = None) -> Doc:
             pidx = p.index if p.index is not None else n
             lines: list[TLine] = []
             vertical = p.writing_mode == "vertical"
+            kinds = {i: r.kind for r in p.regions for i in r.lines}
             if p.lines:
                 for i, ln in enumerate(p.lines):
                     t = TLine(pidx, i, ln.text, bbox=tuple(ln.bbox), confidence=ln.confidence / 100.0,
-                              page_width=p.width_px, vertical=ln.vertical or vertical)
+                              page_width=p.width_px, vertical=ln.vertical or vertical, region=kinds.get(i))
                     if t.key:
                         lines.append(t)
             else:
@@ -374,7 +376,7 @@ def _as_doc(text_or_doc: str | Doc, pages: list[Page] | None) -> Doc:
 # list numbering in front of a label: 1 / １ / (1) / ① / 一 / 第1
 _NUMBERING = re.compile(r"^(?:\d{1,2}(?![\d,])[.．、)]?|\(\d{1,2}\)|[①-⑳]|[一二三四五六七八九十]{1,2}[、.．]|[ア-ン][.．、)])")
 # 様/殿/御中 closing the line, possibly followed (after a wide gap) by seal debris without kanji
-_HONORIFIC = re.compile(r"^(?P<v>.*?\S)[\s\u3000]*(?:御中|様|殿|さま|宛)"
+_HONORIFIC = re.compile(r"^(?P<v>.*?\S)[\s\u3000]*(?:御中|様|殿|さま|宛て|あて|宛)"
                         r"(?:[\s\u3000]*$|[\s\u3000]{2,}[^\u3400-\u9fff\s]{1,10}$)")
 _SEAL_ONLY = re.compile(r"^.{0,2}[(\[]?(?:公印省略|公印略|印|㊞|押印省略)[)\]]?.{0,3}$")
 _SEAL_TAIL = re.compile(r"[\s\u3000]*(?:[（(\[]?(?:公印省略|印|㊞)[）)\]]?)$")
@@ -410,6 +412,18 @@ def _has_honorific(ln: TLine) -> bool:
     return bool(m) and len(_key_and_map(m["v"])[0]) >= 2 and not m["v"].rstrip().endswith(("宛", "様", "殿"))
 
 
+_ADDRESSEE_LABEL = re.compile(r"^[(（【\[]?(?:宛先|あて先|宛て先|提出先)[)）】\]:：]?")
+
+
+def _labelled_addressee(ln: TLine) -> str | None:
+    """「（宛先）浦安市長」: the addressee a form prints behind a label instead of before 様."""
+    m = _ADDRESSEE_LABEL.match(ln.key)
+    if not m or m.end() >= len(ln.key):
+        return None
+    v = _no_honorific(ln.span(m.end()))
+    return v if len(_key_and_map(v)[0]) >= 2 else None
+
+
 def _clean_issuer(raw: str) -> str:
     s = raw.strip()
     while True:
@@ -420,9 +434,11 @@ def _clean_issuer(raw: str) -> str:
 
 
 def _is_noise(ln: TLine) -> bool:
-    """A seal note, a page number, or OCR debris (no kanji, no digit: "/ ーをっ 。")."""
+    """A seal note, a page number, a running footer, or OCR debris (no kanji, no digit: "/ ーをっ 。")."""
     if _SEAL_ONLY.match(ln.key) or _PAGE_NO.match(ln.key):
         return True
+    if ln.region == "footer":
+        return True  # the layout found it alone at the page's foot: a page number or a running footer
     return len(ln.key) <= 10 and not re.search(r"\d", ln.key) and not any(_is_kanji(c) for c in ln.key)
 
 
@@ -441,6 +457,7 @@ class TitleHit:
     line: TLine
     kind: str  # suffix | title | subject | fuzzy
     value_from: int = 0  # key offset where the title starts (after 件名:)
+    value_to: int | None = None  # key offset where it ends, when a qualifier follows on the line
 
 
 def _suffix_hit(key: str, t: DocType) -> bool:
@@ -453,21 +470,41 @@ def _suffix_hit(key: str, t: DocType) -> bool:
 
 def _title_hits(doc: Doc, catalog: TypeCatalog) -> list[TitleHit]:
     hits: list[TitleHit] = []
-    region = doc.first_page[:TITLE_REGION]
+    # title lines sit near the top; a line the layout found printed large (a title region)
+    # counts as near the top further down too (a form's name under a long header block)
+    first = doc.first_page
+    region = first[:TITLE_REGION] + [ln for ln in first[TITLE_REGION:2 * TITLE_REGION] if ln.region == "title"]
     for ln in region:
         key, start = ln.key, 0
         m = re.match(r"^(?:件名|表題|題名|標題)[:：]?", key)
         if m and len(key) > m.end():
             start = m.end()
             key = key[start:]
+        # a form name followed on its line by a qualifier (就学援助申請書　<準・要>令和6年度分):
+        # the part before the first bracket or wide space is tried as the title too
+        head = _title_head(ln, start)
         for t in catalog.types:
             if _suffix_hit(key, t):
                 hits.append(TitleHit(t, ln, "subject" if start else "suffix", start))
             elif any(rx.search(key) for rx in t.titles):
                 hits.append(TitleHit(t, ln, "subject" if start else "title", start))
+            elif head is not None and any(rx.search(head[0]) for rx in t.titles):
+                hits.append(TitleHit(t, ln, "subject" if start else "title", start, head[1]))
         if start and not any(h.line is ln for h in hits):
             hits.append(TitleHit(catalog.fallback, ln, "subject", start))
     return hits
+
+
+def _title_head(ln: TLine, start: int) -> tuple[str, int] | None:
+    """(key, key end) of a line's part before a bracket or a wide space, when something follows it."""
+    raw = ln.raw[ln.pos[start]:] if start < len(ln.pos) else ""
+    m = re.match(r"^(.{2,30}?)(?:[\s\u3000]{1,}|(?=[<＜〈《【]))\S", raw.strip())
+    if not m:
+        return None
+    head_key = _key_and_map(m.group(1))[0]
+    if len(head_key) < 3:
+        return None
+    return head_key, start + len(head_key)
 
 
 def _cue_score(doc: Doc, t: DocType) -> int:
@@ -728,7 +765,7 @@ class _Layout:
 def _title_text(h: TitleHit) -> str:
     if h.kind == "fuzzy" and h.doctype.canonical_title:
         return h.doctype.canonical_title  # the printed title was unreadable; the form's name is known
-    return h.line.span(h.value_from)
+    return h.line.span(h.value_from, h.value_to)
 
 
 def _page_of(doc: Doc, ln: TLine) -> list[TLine]:
@@ -752,12 +789,15 @@ def _read_letter(doc: Doc, hit: TitleHit | None) -> _Layout:
     # roles in the header: number, date, addressee (様/殿/御中), then the issuer block
     addr_i = None
     for i, ln in enumerate(header):
+        labelled = _labelled_addressee(ln)
+        if labelled:
+            addr_i = i
+            r.addressee = Found(labelled, ln, 0.9)
+            break
         if (_has_honorific(ln) or ln.key.endswith("各位")) and ln.align != "right":
             addr_i = i
+            r.addressee = Found(_no_honorific(ln.raw), ln, 0.9)
             break
-    if addr_i is not None:
-        ln = header[addr_i]
-        r.addressee = Found(_no_honorific(ln.raw), ln, 0.9)
     marks = [i for i, ln in enumerate(header)
              if _NUMBER_FULL.match(ln.key) or (r.date and ln is r.date.line)]
     start = max([*marks, addr_i if addr_i is not None else -1]) + 1
@@ -804,14 +844,22 @@ def _field_after(ln: TLine, label_rx: str, stop_labels: str | None = None) -> st
     b = len(ln.key)
     if stop_labels:
         s = re.search(stop_labels, ln.key[a:])
-        if s and s.start() > 0:
+        if s and s.start() == 0:
+            return None  # the next label follows at once: the field is left blank (氏名 個人番号：)
+        if s:
             b = a + s.start()
     v = ln.span(a, b)
-    return v or None
+    if not v or not re.search(r"[\u3040-\u30ff\u3400-\u9fffA-Za-z0-9]", v):
+        return None  # a blank field with only a mark in it (保護者氏名＊)
+    return v
 
 
 _PERSON_STOP = r"(生年月日|性別|年齢|電話|TEL|携帯|住所|個人番号|マイナンバー|フリガナ|ふりがな|続柄|職業|E-?mail|印$|㊞)"
-_APPLICANT = r"(?:申請者|届出人|届出者|申込者|申請人|請求者|依頼者|報告者|提出者)"
+_APPLICANT = r"(?:申請者|届出人|届出者|申込者|申請人|請求者|申出者|申出人|申立人|依頼者|報告者|提出者|受給者|保護者|世帯主)"
+# the label of a person's name in a form row: 氏名, or 氏名 behind whose name it is
+# (申請者氏名, 保護者　氏名, 請求者 氏名: real city forms print the role in front)
+_NAME_LABEL = (rf"(?:{_APPLICANT}|代表者|本人|児童|生徒|対象者)?[:：]?(?:氏名又は名称|氏名|名前|お名前)"
+               r"|氏名又は名称|氏名|名前|お名前")
 
 
 def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
@@ -824,6 +872,10 @@ def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
     r.number = _find_number(doc, "form", header)
     r.date, r.date_conf = _pick_date(doc, "form", header)
     for ln in page[: max(t_idx + 4, 8)]:
+        labelled = _labelled_addressee(ln)
+        if labelled:
+            r.addressee = Found(labelled, ln, 0.9)
+            break
         if _has_honorific(ln) and not re.match(r"^(?:氏名|住所)", ln.key):
             r.addressee = Found(_no_honorific(ln.raw), ln, 0.9)
             break
@@ -831,7 +883,7 @@ def _read_form(doc: Doc, hit: TitleHit | None) -> _Layout:
     anchor = next((i for i, ln in enumerate(lines) if re.match(rf"^[(（【]?{_APPLICANT}", _strip_numbering(ln.key)[0])), None)
     order = (lines[anchor:anchor + 10] + lines) if anchor is not None else lines
     for ln in order:
-        v = _field_after(ln, r"氏名又は名称|氏名|名前|お名前|代表者氏名|申請者氏名|届出人氏名", _PERSON_STOP)
+        v = _field_after(ln, _NAME_LABEL, _PERSON_STOP)
         if v:
             r.issuer = Found(_no_honorific(_clean_issuer(v)), ln, 0.85)
             break

@@ -27,6 +27,7 @@ from processors.records.metadata import (
     _APPLICANT,
     _COMPANY,
     _OFFICE,
+    _NAME_LABEL,
     _PERSON_STOP,
     _REP_WORDS,
     Doc,
@@ -320,7 +321,7 @@ def find_personal_data(text: str | Doc, *, pages: list[Page] | None = None, meta
             if addr is None and ln.key.startswith("〒") and not _COMPANY.search(ln.key):
                 addr = ln.raw  # the 住所 label lost (a boxed form cell read without it)
             found.add(True, "address", _address_value(addr), ln.page)
-            name = _field_after(ln, r"氏名又は名称|氏名|名前|お名前|代表者氏名|申請者氏名|届出人氏名", _PERSON_STOP)
+            name = _field_after(ln, _NAME_LABEL, _PERSON_STOP)
             found.add(True, "person_name", _person_value(name), ln.page)
 
     if layout == "minutes":
