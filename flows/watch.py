@@ -21,6 +21,7 @@ import collections
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -86,12 +87,17 @@ class InboxWatcher:
         earlier watcher whose run never reported are due again now."""
         dead = [e for e in self.ledger.entries("running") if not ledger.pid_alive(e.pid, e.pid_start)]
         in_flight = collections.Counter(e.pid for e in dead)
+        killed = os.environ.get("KIROKU_PREVIOUS_WORKER_EXIT") == str(-signal.SIGKILL)
         for entry in dead:
             why: BaseException
             if in_flight[entry.pid] > 1:  # one process, several scans: none of them is to blame yet
                 why = WorkerDiedWithOthers(
                     "処理中に作業プロセスが停止しました（ほかの書類と同時）。自動で再試行します",
                     f"process {entry.pid} died holding {in_flight[entry.pid]} scans, this one among them")
+            elif killed:  # kill -9 from outside (an operator, a restart script): not the scan's doing
+                why = WorkerDiedWithOthers(
+                    "処理中に作業プロセスが外部から停止されました（kill -9）。自動で再試行します",
+                    f"process {entry.pid} was killed (SIGKILL) while it held this scan")
             else:
                 why = ReaderCrashed("読み取り処理が途中で終了しました（kiroku の再起動前）",
                                     f"process {entry.pid} was archiving this file when kiroku stopped")

@@ -40,6 +40,7 @@ RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER = 60.0  # a worker that ran this long is healthy: the next restart is quick again
 PROGRESS_FD_ENV = "KIROKU_PROGRESS_FD"
 SUPERVISOR_ENV = "KIROKU_SUPERVISOR_PID"
+PREVIOUS_EXIT_ENV = "KIROKU_PREVIOUS_WORKER_EXIT"  # the exit code (negative: signal) of the worker replaced
 
 
 def _safe(echo: Callable[[str], None]) -> Callable[[str], None]:
@@ -64,6 +65,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self.restarts = 0
+        self.last_exit: int | None = None
         self._failures = 0
         self._next_start = 0.0
 
@@ -72,6 +74,8 @@ class Worker:
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, **{PROGRESS_FD_ENV: str(write_fd), SUPERVISOR_ENV: str(os.getpid()),
                                   "PYTHONUNBUFFERED": "1"})
+        if self.last_exit is not None:  # how the previous worker ended: the new one judges its scans by it
+            env[PREVIOUS_EXIT_ENV] = str(self.last_exit)
         with open(self.settings.run_dir / "worker.log", "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "kiroku.supervise", "--worker"],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -95,6 +99,7 @@ class Worker:
         now = time.monotonic()
         if self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
+            self.last_exit = code
             self.proc = None
             ran = now - self.started_at
             self._failures = 0 if ran > STABLE_AFTER else self._failures + 1

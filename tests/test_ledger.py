@@ -314,3 +314,24 @@ def test_scans_that_died_together_with_their_worker_are_not_blamed(settings) -> 
             assert scan.exists()
     finally:
         runs.stop()
+
+
+def test_a_scan_alone_in_a_worker_killed_from_outside_is_not_blamed(settings, monkeypatch) -> None:
+    """kill -9 of the worker (the supervisor passes on how it ended) is not the scan's crash;
+    the same death without that knowledge is (test_a_restart_counts_a_run_left_running_by_a_dead_process)."""
+    from flows.watch import InboxWatcher
+
+    scan = settings.inbox / "外から停止.png"
+    scan.write_bytes(b"\x89PNG")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    book = ledger.Ledger(settings.home)
+    book.handed_over(scan, None, None)
+    book.mark_running(scan, int(dead.stdout))
+    monkeypatch.setenv("KIROKU_PREVIOUS_WORKER_EXIT", str(-signal.SIGKILL))
+    runs = Runs("pass")
+    watcher = InboxWatcher(settings, settle_seconds=0.2, submit=runs)
+    try:
+        entry = watcher.ledger.get(scan)
+        assert entry.state == "retry" and entry.attempts == 0 and "kill -9" in entry.last_reason
+    finally:
+        runs.stop()

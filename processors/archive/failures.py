@@ -69,6 +69,11 @@ class WorkerDiedWithOthers(TransientFailure):
     Such scans are retried with back-off instead. A scan that really kills the worker
     is soon the only one in flight (the back-off grows, the inbox drains), and is then
     counted as a crash of its own (ReaderCrashed) and quarantined after MAX_CRASH_ATTEMPTS.
+    A worker ended by SIGKILL (kill -9 by a person or a script) is treated the same way,
+    whatever it held: a SIGSEGV or abort is what a scan can cause. (The OOM killer also
+    sends SIGKILL; pages are read in reader processes with a memory cap and images are
+    refused above max_image_pixels, so a scan should not bring the worker itself there;
+    if one does, it is retried at most every 10 minutes, never quarantined by mistake.)
     """
 
 
