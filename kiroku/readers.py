@@ -229,20 +229,19 @@ class _Slot:
         if self.proc is None or not self.proc.is_alive():
             self.stop_process(kill=True)
             self.start_process()
-        assert self.conn is not None and self.proc is not None
-        pid = self.proc.pid
-        try:
-            self.conn.send((job.fn, job.args))
-        except (OSError, ValueError):
-            # the reader died before it had the job, so the job is not to blame: a fresh reader gets it
-            self.stop_process(kill=True)
-            self.start_process()
+        for attempt in (1, 2):
             assert self.conn is not None and self.proc is not None
             pid = self.proc.pid
             try:
                 self.conn.send((job.fn, job.args))
+                break
             except (OSError, ValueError) as exc:
-                return self._crashed(job, f"no reader could take {job.label or 'the job'}: {exc}")
+                if attempt == 2:
+                    return self._crashed(job, f"no reader could take {job.label or 'the job'}: {exc}")
+                # the reader died before it had the job, so the job is not to blame: a fresh reader gets it
+                self.stop_process(kill=True)
+                self.start_process()
+        assert self.conn is not None and self.proc is not None
         self.stats.jobs += 1
         self.stats.busy_with = job.label
         ready = wait([self.conn, self.proc.sentinel], timeout=job.time_limit)
