@@ -74,7 +74,10 @@ class InboxWatcher:
             # documents in flight here: two per reader, so that while one is stored and
             # catalogued the next one's pages already keep the readers busy
             workers = workers or 2 * max(1, settings.ocr_concurrency or os.cpu_count() or 1)
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest")
+            from flows.ingest import keep_prefect_client
+
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest",
+                                            initializer=keep_prefect_client)
             self.submit = self._submit_here
         self.failures: list[tuple[Path, str]] = []
         self.completed: list[tuple[Path, dict]] = []

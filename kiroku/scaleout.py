@@ -122,6 +122,11 @@ def warm_worker_class() -> type:
     from prefect.exceptions import InfrastructureNotAvailable
     from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*WarmProcessWorker.*matches existing registered type",
+                            category=UserWarning)  # same pool type as ProcessWorker, on purpose
+
     class WarmProcessWorker(ProcessWorker):
         """Claims runs like ProcessWorker; runs them in a thread here, with warm readers."""
 
@@ -144,8 +149,9 @@ def run_warm_worker(settings: Settings, pool: str, *, name: str | None = None, l
     """Warm the readers, then poll the work pool and execute its runs in this process until stopped."""
     import anyio
 
-    from kiroku.readers import shared_pool
+    from kiroku.readers import bound_malloc, shared_pool
 
+    bound_malloc()  # page images pass through this process too (see kiroku/readers.py)
     from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 
     pool_obj = shared_pool(settings)

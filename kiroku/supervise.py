@@ -163,7 +163,10 @@ def worker_main() -> int:
     from kiroku.config import load_settings
     from kiroku.runtime import prepare_prefect
 
+    from kiroku.readers import bound_malloc
+
     _die_with_parent()
+    bound_malloc()  # the worker holds page images too (see kiroku/readers.py)
     settings = load_settings()
     prepare_prefect(settings, require_server=True)
     from flows import ingest
