@@ -175,7 +175,7 @@ class Sampler:
             if not role:
                 continue
             rss, hwm = _status_mb(pid)
-            key = f"reader {pid}" if role == "reader" else role
+            key = f"reader {pid}" if role == "reader" else f"worker {pid}" if role == "worker" else role
             self.peaks[key] = max(self.peaks.get(key, 0.0), hwm)
             self.cpu[pid] = (role, _cpu_seconds(pid))
             if role == "worker":
@@ -382,9 +382,14 @@ def run_soak(docs: list[tuple[Path, int]], work: Path, env: dict, keep: Path | N
         end_row = timeline[-1]
         outcome_lines = [ln for ln in inst.run.lines[n0:] if any(o in ln for o in OUTCOMES)]
 
+        settled = max(10, len(docs) // 4)  # the first documents fill the caches and arenas: not growth
+
         def summary(values: list[tuple[float, float]], start: float, end: float) -> dict:
+            later = [(d, v) for d, v in values if d >= settled]
             return {"start_mb": round(start), "peak_mb": round(max(v for _, v in values)), "end_mb": round(end),
-                    "mb_per_100_documents": _slope_per_100(values)}
+                    f"mb_at_{settled}_documents": round(later[0][1]) if later else None,
+                    "mb_per_100_documents": _slope_per_100(later),
+                    "slope_from_document": settled}
 
         worker_pts = [(r["done"], r["worker"]) for r in timeline if r["t"] >= start_row["t"]]
         reader_pts = [(r["done"], max(r["readers"])) for r in timeline if r["readers"] and r["t"] >= start_row["t"]]
@@ -395,6 +400,7 @@ def run_soak(docs: list[tuple[Path, int]], work: Path, env: dict, keep: Path | N
                 "worker": summary(worker_pts, start_row["worker"], end_row["worker"]),
                 "largest_reader": summary(reader_pts, max(start_row["readers"] or [0]), max(end_row["readers"] or [0])),
                 "reader_pids_seen": sum(1 for k in inst.sampler.peaks if k.startswith("reader ")),
+                "worker_pids_seen": sum(1 for k in inst.sampler.peaks if k.startswith("worker ")),
                 "timeline": timeline[:: max(1, len(timeline) // 400)]}
     finally:
         inst.close()
@@ -429,9 +435,11 @@ def main() -> int:
                   f"({soak['pages_per_min']} pages/min), {soak['archived']} archived; load before {load_before:.2f}")
             for name in ("worker", "largest_reader"):
                 s = soak[name]
-                print(f"  {name:15s} RSS start {s['start_mb']} MB, peak {s['peak_mb']} MB, end {s['end_mb']} MB, "
-                      f"slope {s['mb_per_100_documents']} MB per 100 documents")
-            print(f"  reader processes over the run: {soak['reader_pids_seen']}")
+                print(f"  {name:15s} RSS start {s['start_mb']} MB, peak {s['peak_mb']} MB, end {s['end_mb']} MB; "
+                      f"from document {s['slope_from_document']} on: {s['mb_per_100_documents']} MB per 100 documents")
+            print(f"  reader processes over the run: {soak['reader_pids_seen']}, worker processes: "
+                  f"{soak['worker_pids_seen']} (readers are replaced above reader_max_rss_mb, the worker above "
+                  f"worker_max_rss_mb)")
             for line in soak["not_archived"]:
                 print("  not archived:", line)
             if args.json:

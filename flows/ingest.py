@@ -91,7 +91,7 @@ def _read_in_reader(source: SourcePage, engine: str) -> tuple[PreparedPage, Page
     return _read_page(source, engine)
 
 
-@task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
+@task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE)
 def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[PreparedPage, Page]:
     """One page in a warm reader process (kiroku/readers.py); ReaderCrashed if it dies or hangs."""
     from kiroku.readers import page_time_limit, shared_pool

@@ -71,6 +71,10 @@ class Settings:
     reader_time_limit_per_mpx: float = 4.0
     reader_max_jobs: int = 200
     reader_max_rss_mb: float = 1500.0
+    # the ingest worker of `make run` hands over no more scans above this resident memory,
+    # finishes those it holds and is started again (Prefect's engine keeps a little of every
+    # run: bench/watch_throughput.py --soak measured +25-55 MB per document)
+    worker_max_rss_mb: float = 2000.0
     # the municipality's records rules (data files default to those in schemas/)
     retention_start_rule: str = "fiscal"  # 起算日: fiscal (4月1日 after), calendar (1月1日 after) or completion
     retention_schedule: str | None = None

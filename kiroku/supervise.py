@@ -38,6 +38,7 @@ CHECK_EVERY = 5.0  # seconds between service checks
 MISSES_BEFORE_DOWN = 2  # checks in a row without an answer before a service is reported down
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER = 60.0  # a worker that ran this long is healthy: the next restart is quick again
+RECYCLE_EXIT = 75  # EX_TEMPFAIL: the worker ended itself to give its memory back; start it again now
 PROGRESS_FD_ENV = "KIROKU_PROGRESS_FD"
 SUPERVISOR_ENV = "KIROKU_SUPERVISOR_PID"
 
@@ -64,6 +65,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
         self.restarts = 0
+        self.recycled = 0
         self._failures = 0
         self._next_start = 0.0
 
@@ -96,10 +98,14 @@ class Worker:
         if self.proc is not None and self.proc.poll() is not None:
             code = self.proc.returncode
             self.proc = None
-            ran = now - self.started_at
-            self._failures = 0 if ran > STABLE_AFTER else self._failures + 1
-            self._next_start = now + RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
-            self.on_exit(code)
+            if code == RECYCLE_EXIT:  # planned: no back-off, no warning
+                self.recycled += 1
+                self._next_start = now
+            else:
+                ran = now - self.started_at
+                self._failures = 0 if ran > STABLE_AFTER else self._failures + 1
+                self._next_start = now + RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+                self.on_exit(code)
         if self.proc is None and now >= self._next_start:
             self.restarts += 1
             self.start()
@@ -188,8 +194,27 @@ def worker_main() -> int:
 
     shared_pool(settings).wait_warm()
     ingest._progress(Path("-"), None, "ready")
-    watch_inbox(settings, use_deployment=False, stop=threading.Event(), gate=storage_gate(settings))
-    return 0
+    stop = threading.Event()
+    recycle = threading.Event()
+    threading.Thread(target=_watch_memory, args=(settings.worker_max_rss_mb, stop, recycle), daemon=True,
+                     name="kiroku-memory").start()
+    watch_inbox(settings, use_deployment=False, stop=stop, gate=storage_gate(settings))  # returns once the
+    # runs it started have ended: the scans not handed over yet wait in the inbox for the next worker
+    return RECYCLE_EXIT if recycle.is_set() else 0
+
+
+def _watch_memory(limit_mb: float, stop: threading.Event, recycle: threading.Event, every: float = 5.0) -> None:
+    """Stop the watcher (and so this worker, for the supervisor to start again) above limit_mb resident."""
+    from kiroku.readers import _rss_kb
+
+    while limit_mb and not stop.wait(every):
+        rss_mb = _rss_kb(os.getpid())[0] / 1024
+        if rss_mb > limit_mb:
+            print(f"kiroku worker: 常駐メモリが {rss_mb:.0f} MB になったため、処理中の書類を終えてから作業プロセスを"
+                  f"入れ替えます (resident memory {rss_mb:.0f} MB > {limit_mb:.0f} MB: finishing the runs in hand, "
+                  f"then restarting)", file=sys.stderr, flush=True)
+            recycle.set()
+            stop.set()
 
 
 def storage_gate(settings: Settings, every: float = CHECK_EVERY) -> Callable[[], bool]:
