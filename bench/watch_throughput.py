@@ -222,11 +222,16 @@ def _finished(lines: list[str]) -> int:
 class Instance:
     """A private `kiroku run` with an inbox to drop into."""
 
-    def __init__(self, work: Path, env: dict, keep: Path | None) -> None:
+    def __init__(self, work: Path, env: dict, keep: Path | None, worker_max_rss: float | None = None) -> None:
         self.root = work / "instance"
         self.root.mkdir()
         self.keep = keep
         self.env = {**write_instance(self.root), **{k: v for k, v in env.items() if k == "PYTHONPATH"}}
+        if worker_max_rss:
+            with (self.root / "kiroku.toml").open("r+", encoding="utf-8") as f:
+                text = f.read()
+                f.seek(0)
+                f.write(f"worker_max_rss_mb = {worker_max_rss}\n" + text)
         self.run = start_run(self.root, self.env)
         self.sampler = Sampler(self.run).start()
         self.inbox = self.root / "inbox" / "総務課"
@@ -349,9 +354,10 @@ def _slope_per_100(points: list[tuple[float, float]]) -> float | None:
     return round(100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var, 1)
 
 
-def run_soak(docs: list[tuple[Path, int]], work: Path, env: dict, keep: Path | None, wave: int) -> dict:
+def run_soak(docs: list[tuple[Path, int]], work: Path, env: dict, keep: Path | None, wave: int,
+             worker_max_rss: float | None = None) -> dict:
     """Drop docs in waves of `wave` (a wave when the inbox has fewer than `wave` left), sample memory."""
-    inst = Instance(work, env, keep)
+    inst = Instance(work, env, keep, worker_max_rss)
     try:
         inst.ready()
         time.sleep(3)
@@ -415,6 +421,7 @@ def main() -> int:
     parser.add_argument("--soak", type=int, metavar="N", default=0,
                         help="memory soak: N documents through the watch folder only")
     parser.add_argument("--wave", type=int, default=24, help="soak: documents in the inbox at once (at most)")
+    parser.add_argument("--worker-max-rss", type=float, help="soak: the instance's worker_max_rss_mb (default 2000)")
     parser.add_argument("--keep", type=Path, help="copy the run's output and logs here")
     parser.add_argument("--once", action="store_true",
                         help="run `kiroku process` only before the watch folder, not also after")
@@ -430,7 +437,7 @@ def main() -> int:
         load_before = os.getloadavg()[0]
         if args.soak:
             docs = distinct_copies(base, args.soak, work / "corpus")
-            soak = run_soak(docs, work, env, args.keep, args.wave)
+            soak = run_soak(docs, work, env, args.keep, args.wave, args.worker_max_rss)
             print(f"soak: {soak['documents']} documents, {soak['pages']} pages in {soak['seconds']} s "
                   f"({soak['pages_per_min']} pages/min), {soak['archived']} archived; load before {load_before:.2f}")
             for name in ("worker", "largest_reader"):

@@ -234,8 +234,11 @@ class InboxWatcher:
             "処理が書類を移動しないまま終わりました", "the run ended without settling its scan"))
 
     def close(self, wait: bool = True) -> None:
+        """Wait for the runs under way; scans handed over but not started stay in the inbox, and the
+        ledger hands them over again at the next start (recover): a worker that stops to give its
+        memory back must not first work through a queue of dozens."""
         if self._pool is not None:
-            self._pool.shutdown(wait=wait)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def watch_inbox(settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
