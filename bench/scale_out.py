@@ -288,7 +288,7 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true",
                         help="Prefect's stock process worker (a fresh process per run) instead of the warm worker")
     parser.add_argument("--runs-per-worker", type=int, default=None,
-                        help="flow runs at once per worker (default: 2 in document mode, 1 in batch mode)")
+                        help="flow runs at once per worker (default: 4 in document mode, 1 in batch mode)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for one run's documents")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
@@ -298,7 +298,7 @@ def main() -> int:
     from processors.archive.storage import ArchiveStore
 
     cores = os.cpu_count() or 1
-    runs_per_worker = args.runs_per_worker or (2 if args.mode == "document" else 1)
+    runs_per_worker = args.runs_per_worker or (4 if args.mode == "document" else 1)
     base = Path(tempfile.mkdtemp(prefix="kiroku-scale-"))
     if os.geteuid() == 0:
         os.chmod(base, 0o755)

@@ -489,7 +489,7 @@ def worker(
     pool: Annotated[Optional[str], typer.Option(help="take runs from this Prefect work pool (deploy/prefect.yaml), "
                                                      "as a worker machine of a shared server")] = None,
     name: Annotated[Optional[str], typer.Option(help="worker name shown in the Prefect UI (default: host name)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="flow runs at once on this machine (default: two per "
+    limit: Annotated[Optional[int], typer.Option(help="flow runs at once on this machine (default: four per "
                                                       "reader when warm, one per core when cold)")] = None,
     cold: Annotated[bool, typer.Option("--cold", help="with --pool: Prefect's stock process worker, a fresh "
                                                       "process (and model load) per run")] = False,

@@ -157,8 +157,10 @@ def run_warm_worker(settings: Settings, pool: str, *, name: str | None = None, l
     pool_obj = shared_pool(settings)
     print("kiroku worker: 読み取りプロセスを準備しています (warming the readers)…", file=sys.stderr, flush=True)
     pool_obj.wait_warm()
-    # documents in flight: two per reader, so the next one's pages are read while one is stored
-    limit = limit or 2 * pool_obj.size
+    # runs in flight: four per reader. Each run waits on the shared server (claim, states, the
+    # global OCR slot's lease) as well as on its reader; with two per reader a worker pinned to one
+    # core used 46 % of it (bench/scale_out.py, 1 worker: 78 CPU s in 171 s), with four 95 %.
+    limit = limit or 4 * pool_obj.size
     worker = warm_worker_class()(work_pool_name=pool, name=name, limit=limit)
     # a run waits at most this long for a free worker to notice it (Prefect's default: 10 s)
     query = float(os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or DEFAULT_QUERY_SECONDS)
