@@ -12,6 +12,10 @@ What it starts, all under one temporary folder and on free ports, all stopped at
 - one SeaweedFS (`weed mini`) as the shared S3, a fresh Object Lock bucket per run;
 - N workers `kiroku worker --pool kiroku --name wI`, each pinned to one core (taskset)
   to stand in for one small machine: this box has only 2 cores, so "3 machines" share them.
+  A worker is warm by default (it claims runs from the pool like Prefect's process worker
+  and executes them in its own process, with one reader that loaded the models once;
+  kiroku/scaleout.py); `--cold` measures Prefect's stock process worker instead (a fresh
+  Python process and model load per run).
 
 Every document is submitted as its own `ingest-document` run (the watch folder's
 path). The bucket is the judge: a document is archived once when its
@@ -133,6 +137,22 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def wait_started(workers: list[subprocess.Popen], logs: dict[str, Path], timeout: float = 300) -> None:
+    """Until every worker's log says Prefect's "Worker '<name>' started!" (after its readers warmed)."""
+    deadline = time.monotonic() + timeout
+    pending = dict(zip(logs, workers))
+    while pending and time.monotonic() < deadline:
+        for name, proc in list(pending.items()):
+            if proc.poll() is not None:
+                raise SystemExit(f"worker {name} exited; see {logs[name]}:\n"
+                                 f"{logs[name].read_text(errors='replace')[-2000:]}")
+            if f"Worker '{name}' started" in logs[name].read_text(errors="replace"):
+                del pending[name]
+        time.sleep(0.5)
+    if pending:
+        raise SystemExit(f"workers {sorted(pending)} did not start within {timeout:.0f} s")
 
 
 def prefect_cli(args: list[str], env: dict[str, str]) -> str:
@@ -261,12 +281,14 @@ def main() -> int:
     parser.add_argument("--documents", type=int, default=60)
     parser.add_argument("--workers", default="1,2,3", help="comma-separated worker counts, run in turn")
     parser.add_argument("--mode", choices=["document", "batch"], default="document",
-                        help="document: one ingest-document deployment run per scan (a fresh process each, "
-                             "what the watch folder does today); batch: ingest-batch runs (one warm process "
-                             "reads many scans, each still its own ingest-document run)")
+                        help="document: one ingest-document deployment run per scan (what the watch folder "
+                             "does); batch: ingest-batch runs of --batch-size scans, each still its own "
+                             "ingest-document run")
     parser.add_argument("--batch-size", type=int, default=5)
+    parser.add_argument("--cold", action="store_true",
+                        help="Prefect's stock process worker (a fresh process per run) instead of the warm worker")
     parser.add_argument("--runs-per-worker", type=int, default=None,
-                        help="flow runs at once per worker (default: 2 in document mode, 1 in batch mode)")
+                        help="flow runs at once per worker (default: 4 in document mode, 1 in batch mode)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for one run's documents")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
@@ -276,7 +298,7 @@ def main() -> int:
     from processors.archive.storage import ArchiveStore
 
     cores = os.cpu_count() or 1
-    runs_per_worker = args.runs_per_worker or (2 if args.mode == "document" else 1)
+    runs_per_worker = args.runs_per_worker or (4 if args.mode == "document" else 1)
     base = Path(tempfile.mkdtemp(prefix="kiroku-scale-"))
     if os.geteuid() == 0:
         os.chmod(base, 0o755)
@@ -354,10 +376,11 @@ def main() -> int:
                 logs[name] = base / f"{name}.log"
                 core = (i - 1) % cores
                 argv = ["taskset", "-c", str(core), kiroku, "worker", "--pool", POOL, "--name", name,
-                        "--limit", str(runs_per_worker)]
+                        "--limit", str(runs_per_worker)] + (["--cold"] if args.cold else [])
                 workers.append(spawn(argv, env, logs[name]))
             procs.extend(workers)
-            time.sleep(3)
+            wait_started(workers, logs)  # a warm worker loads its models first: not part of the figure
+            time.sleep(1)
             load0 = os.getloadavg()[0]
             cpu_before = sum(_group_cpu(w.pid) for w in workers)
             shared_groups = _shared_groups(server, weed_settings, pg)
@@ -376,7 +399,7 @@ def main() -> int:
                 states[r.state.type.value if r.state else "NONE"] = states.get(r.state.type.value if r.state else "NONE", 0) + 1
             pages = len(docs)  # one page each
             run = {
-                "workers": n_workers, "mode": args.mode, "documents": len(docs), "pages": pages, "seconds": round(seconds, 1),
+                "workers": n_workers, "mode": args.mode, "warm": not args.cold, "documents": len(docs), "pages": pages, "seconds": round(seconds, 1),
                 "pages_per_minute": round(pages / seconds * 60, 2) if seconds else None,
                 "archived_once": sum(1 for i in expected if counts[i] == 1),
                 "archived_twice": sum(1 for i in expected if counts[i] > 1),

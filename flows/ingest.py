@@ -98,7 +98,7 @@ def _read_in_reader(source: SourcePage, engine: str) -> tuple[PreparedPage, Page
     return _read_page(source, engine)
 
 
-@task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE, tags=["ocr"])
+@task(name="read page", task_run_name="read page {source.index}", cache_policy=NO_CACHE)
 def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[PreparedPage, Page]:
     """One page in a warm reader process (kiroku/readers.py); ReaderCrashed if it dies or hangs."""
     from kiroku.readers import page_time_limit, shared_pool
@@ -109,27 +109,17 @@ def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[Prepa
                                             label=f"{label} p{source.index + 1}").result()
 
 
-def _extract(record: Record, options: dict) -> Record:
-    return document.extract_metadata(record, **options)
-
-
-@task(name="extract metadata", cache_policy=NO_CACHE)
-def extract_metadata(record: Record, settings: Settings) -> Record:
+@task(name="extract metadata and write PDF/A", cache_policy=NO_CACHE)
+def extract_and_write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path,
+                           settings: Settings) -> Record:
+    """Metadata, retention and the PDF/A, in one reader job as `kiroku process` does: image
+    encoding and validation would otherwise hold this process's GIL, and one job instead of two
+    spares a wait in the readers' queue and a task's worth of events on the Prefect server."""
     from kiroku.readers import shared_pool
 
-    return shared_pool(settings).submit(_extract, record, settings.extract_options,
-                                        time_limit=settings.reader_time_limit,
-                                        label=f"{record.source.filename} (metadata)").result()
-
-
-@task(name="write PDF/A", cache_policy=NO_CACHE)
-def write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]], pdf_path: Path, settings: Settings) -> str:
-    """In a reader too: image encoding and validation would otherwise hold this process's GIL."""
-    from kiroku.readers import shared_pool
-
-    return shared_pool(settings).submit(document.write_archive_pdf, record, pages, pdf_path,
-                                        time_limit=settings.reader_time_limit * 2,
-                                        label=f"{record.source.filename} (PDF/A)").result()
+    return shared_pool(settings).submit(document.finish_document, record, pages, pdf_path,
+                                        settings.extract_options, time_limit=settings.reader_time_limit * 2,
+                                        label=f"{record.source.filename} (metadata, PDF/A)").result()
 
 
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
@@ -217,12 +207,10 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
             futures = read_page.map(loaded.pages, settings=unmapped(settings), label=unmapped(label))
             del loaded
             pages = futures.result()
-            record = document.with_pages(record, [page for _, page in pages])
-            record = extract_metadata(record, settings)
             work = settings.home / "work" / record.id
             work.mkdir(parents=True, exist_ok=True)
             pdf_path = work / "document.pdf"
-            write_pdfa(record, pages, pdf_path, settings)
+            record = extract_and_write_pdfa(record, pages, pdf_path, settings)
             del pages
             _progress(source, department, "storing")
             record = store_archive(record, pdf_path, source, settings)
@@ -263,6 +251,16 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
     return {"id": record.id, "duplicate": False, "key": record.archive.key}
 
 
+def keep_prefect_client() -> None:
+    """For a long-lived thread that runs flow after flow: one Prefect API client for the thread's
+    life. Otherwise each flow run builds its own (an httpx client and an SSL context with the CA
+    bundle: 8 % of the worker's CPU under py-spy). Prefect's engine reuses the client it finds in
+    the thread's context (SyncClientContext.get_or_create); it is closed when the process ends."""
+    from prefect.context import SyncClientContext
+
+    SyncClientContext().__enter__()
+
+
 def _warnings(record: Record) -> list[str]:
     """Page warnings a person should look at, e.g. 'p2: ink_but_no_text'."""
     return [f"p{p.index + 1}: {w}" for p in record.pages for w in p.warnings]
@@ -291,7 +289,7 @@ def ingest_many(paths: list[Path], department: str | None, *, move_source: bool 
             on_done(p, result)
         return result
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest", initializer=keep_prefect_client) as pool:
         results = list(pool.map(one, paths))
     return results
 

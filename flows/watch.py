@@ -46,6 +46,7 @@ class InboxWatcher:
 
     def __init__(self, settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
                  workers: int | None = None, submit: Submit | None = None,
+                 gate: Callable[[], bool] | None = None,
                  document_limit: float = ledger.DOCUMENT_TIME_LIMIT_SECONDS,
                  handover_limit: float = ledger.HANDOVER_TIME_LIMIT_SECONDS) -> None:
         self.settings = settings
@@ -53,6 +54,9 @@ class InboxWatcher:
         self.use_deployment = use_deployment
         self.document_limit = document_limit
         self.handover_limit = handover_limit
+        # asked once per look before anything is handed over: while it says no (storage down),
+        # scans wait in the inbox untouched instead of failing one by one
+        self.gate = gate
         self.ledger = ledger.Ledger(settings.home)
         self._seen: dict[Path, tuple[inbox.FileState, float]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -73,7 +77,10 @@ class InboxWatcher:
             # documents in flight here: two per reader, so that while one is stored and
             # catalogued the next one's pages already keep the readers busy
             workers = workers or 2 * max(1, settings.ocr_concurrency or os.cpu_count() or 1)
-            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest")
+            from flows.ingest import keep_prefect_client
+
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest",
+                                            initializer=keep_prefect_client)
             self.submit = self._submit_here
         self.failures: list[tuple[Path, str]] = []
         self.completed: list[tuple[Path, dict]] = []
@@ -122,6 +129,7 @@ class InboxWatcher:
         known = {os.fsencode(os.path.abspath(e.path)): e for e in self.ledger.entries(*ledger.ACTIVE)}
         ready = []
         writers: set[tuple[int, int]] | None = None
+        open_gate: bool | None = None
         for item in found:
             path = item.path
             if item.link:
@@ -140,6 +148,10 @@ class InboxWatcher:
                 continue
             if now - previous[1] < self.settle_seconds:
                 continue
+            if open_gate is None:
+                open_gate = self.gate() if self.gate is not None else True
+            if not open_gate:
+                continue  # settled, but storage is down: it stays in the inbox for a later look
             if writers is None:
                 writers = inbox.open_for_writing_set()  # once per look, only when something has settled
             if inbox.open_for_writing(path, writers):
@@ -240,8 +252,11 @@ class InboxWatcher:
             "処理が書類を移動しないまま終わりました", "the run ended without settling its scan"))
 
     def close(self, wait: bool = True) -> None:
+        """Wait for the runs under way; scans handed over but not started stay in the inbox, and the
+        ledger hands them over again at the next start (recover): a worker that stops to give its
+        memory back must not first work through a queue of dozens."""
         if self._pool is not None:
-            self._pool.shutdown(wait=wait)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def mark_run_crashed(flow_run_id: str | None, message: str) -> bool:
@@ -272,11 +287,12 @@ def mark_run_crashed(flow_run_id: str | None, message: str) -> bool:
 
 def watch_inbox(settings: Settings, *, settle_seconds: float = 2.0, use_deployment: bool = False,
                 stop: threading.Event | None = None, submit: Submit | None = None,
-                poll_seconds: float = 1.0) -> None:
+                gate: Callable[[], bool] | None = None, poll_seconds: float = 1.0) -> None:
     """Run until stopped: wake on file-system events, and look at least every second anyway
     (events can be missed on network shares, and are lost for names watchfiles cannot decode)."""
     settings.inbox.mkdir(parents=True, exist_ok=True)
-    watcher = InboxWatcher(settings, settle_seconds=settle_seconds, use_deployment=use_deployment, submit=submit)
+    watcher = InboxWatcher(settings, settle_seconds=settle_seconds, use_deployment=use_deployment, submit=submit,
+                           gate=gate)
     stop = stop or threading.Event()
     try:
         events = True

@@ -505,15 +505,24 @@ def worker(
     pool: Annotated[Optional[str], typer.Option(help="take runs from this Prefect work pool (deploy/prefect.yaml), "
                                                      "as a worker machine of a shared server")] = None,
     name: Annotated[Optional[str], typer.Option(help="worker name shown in the Prefect UI (default: host name)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="flow runs at once on this machine (default: one per core)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="flow runs at once on this machine (default: four per "
+                                                      "reader when warm, one per core when cold)")] = None,
+    cold: Annotated[bool, typer.Option("--cold", help="with --pool: Prefect's stock process worker, a fresh "
+                                                      "process (and model load) per run")] = False,
 ) -> None:
-    """Serve the ingest flows so that runs triggered in the Prefect UI or by the watcher get picked up."""
+    """Serve the ingest flows so that runs triggered in the Prefect UI or by the watcher get picked up.
+
+    With --pool, take runs from a shared Prefect server's work pool: by default in this
+    process, with readers that load the OCR models once (see kiroku/scaleout.py).
+    """
     settings = _settings()
     _prefect(settings, require_server=True)
     if pool:
-        from kiroku.scaleout import run_pool_worker
+        from kiroku.scaleout import run_pool_worker, run_warm_worker
 
-        raise typer.Exit(run_pool_worker(settings, pool, name=name, limit=limit))
+        if cold:
+            raise typer.Exit(run_pool_worker(settings, pool, name=name, limit=limit))
+        raise typer.Exit(run_warm_worker(settings, pool, name=name, limit=limit))
     from flows.serve import serve_flows
 
     serve_flows()

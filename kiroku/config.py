@@ -71,6 +71,10 @@ class Settings:
     reader_time_limit_per_mpx: float = 4.0
     reader_max_jobs: int = 200
     reader_max_rss_mb: float = 1500.0
+    # the ingest worker of `make run` hands over no more scans above this resident memory,
+    # finishes those it holds and is started again (Prefect's engine keeps a little of every
+    # run: bench/watch_throughput.py --soak measured +25-55 MB per document)
+    worker_max_rss_mb: float = 2000.0
     # the municipality's records rules (data files default to those in schemas/)
     retention_start_rule: str = "fiscal"  # 起算日: fiscal (4月1日 after), calendar (1月1日 after) or completion
     retention_schedule: str | None = None
@@ -121,14 +125,12 @@ class Settings:
         """The origin a browser uses for the UI: the public URL, else the listen address."""
         if self.prefect_public_url:
             return self.prefect_public_url.rstrip("/").removesuffix("/api")
-        host = self.prefect_host
-        if host in ("0.0.0.0", "::", ""):
-            import socket
+        return lan_url(self.prefect_host, self.prefect_port)
 
-            host = socket.getfqdn() or "127.0.0.1"
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.prefect_port}"
+    @property
+    def web_url(self) -> str:
+        """The archivists' web app as a browser reaches it: the LAN address when it listens beyond loopback."""
+        return lan_url(self.web_host, self.web_port) + "/"
 
     @property
     def prefect_auth_file(self) -> Path:
@@ -290,3 +292,31 @@ def with_ports(settings: Settings, weed_ports: dict[str, int], prefect_port: int
     """A copy using other ports (tests pick free ones so they can run beside `make run`)."""
     return replace(settings, weed_ports={**settings.weed_ports, **weed_ports},
                    prefect_port=prefect_port or settings.prefect_port)
+
+
+def lan_address() -> str:
+    """This PC's address on the office LAN (the interface of its default route), else its name.
+
+    A UDP socket "connected" to an outside address sends nothing; it only makes the
+    kernel choose the interface, whose address is what other PCs reach.
+    """
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere
+            address = s.getsockname()[0]
+            if address and not address.startswith("0."):
+                return address
+    except OSError:
+        pass
+    return socket.getfqdn() or "127.0.0.1"
+
+
+def lan_url(host: str, port: int) -> str:
+    """http://host:port for a listen address: a wildcard (0.0.0.0, ::) is shown as the LAN address."""
+    if host in ("0.0.0.0", "::", ""):
+        host = lan_address()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -45,6 +45,25 @@ log = logging.getLogger("kiroku.readers")
 PRELOAD = ["processors.document", "processors.reading.ocr", "processors.reading.prepare",
            "processors.reading.pdfa", "processors.records.metadata"]
 DEFAULT_TIME_LIMIT = 120.0  # seconds for one job before its reader is killed
+# glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which
+# page images (5-30 MB each) come from the heap arenas of whichever thread decoded them and
+# are not given back: resident memory then only grows. A fixed threshold keeps every block
+# above 1 MB in its own mapping, returned to the system when freed (bench/watch_throughput.py
+# --soak shows the difference).
+MMAP_THRESHOLD = 1024 * 1024
+ARENA_MAX = 4
+
+
+def bound_malloc() -> bool:
+    """Fix glibc's mmap threshold (and cap its arenas) in this process; False when not glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_arena_max, ARENA_MAX))
+    except (OSError, AttributeError):
+        return False
 STOP_GRACE = 5.0
 
 
@@ -71,6 +90,7 @@ def _reader_main(conn: Connection, engine: str) -> None:
     the pipe closes).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    bound_malloc()
     os.environ["OMP_THREAD_LIMIT"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
@@ -229,20 +249,19 @@ class _Slot:
         if self.proc is None or not self.proc.is_alive():
             self.stop_process(kill=True)
             self.start_process()
-        assert self.conn is not None and self.proc is not None
-        pid = self.proc.pid
-        try:
-            self.conn.send((job.fn, job.args))
-        except (OSError, ValueError):
-            # the reader died before it had the job, so the job is not to blame: a fresh reader gets it
-            self.stop_process(kill=True)
-            self.start_process()
+        for attempt in (1, 2):
             assert self.conn is not None and self.proc is not None
             pid = self.proc.pid
             try:
                 self.conn.send((job.fn, job.args))
+                break
             except (OSError, ValueError) as exc:
-                return self._crashed(job, f"no reader could take {job.label or 'the job'}: {exc}")
+                if attempt == 2:
+                    return self._crashed(job, f"no reader could take {job.label or 'the job'}: {exc}")
+                # the reader died before it had the job, so the job is not to blame: a fresh reader gets it
+                self.stop_process(kill=True)
+                self.start_process()
+        assert self.conn is not None and self.proc is not None
         self.stats.jobs += 1
         self.stats.busy_with = job.label
         ready = wait([self.conn, self.proc.sentinel], timeout=job.time_limit)

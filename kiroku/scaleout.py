@@ -2,17 +2,32 @@
 
 The machines share one Prefect server (on PostgreSQL), one S3 bucket with Object Lock
 and one PostgreSQL catalog; deploy/prefect.yaml defines the deployments and the
-`kiroku` work pool, deploy/compose.yaml and deploy/systemd/ run the pieces. This
-module only starts Prefect's own process worker with kiroku's settings: no
-home-made scheduler.
+`kiroku` work pool, deploy/compose.yaml and deploy/systemd/ run the pieces. No
+home-made scheduler: the worker is Prefect's own process worker (polling, heartbeats,
+the run limit, claiming a run with its Pending state so no two workers take it).
+
+Two ways to execute a claimed run:
+- warm (the default, `kiroku worker --pool kiroku`): Prefect's ProcessWorker with its
+  `run` step replaced: the flow run executes in a thread of the worker process itself
+  (prefect.flow_engine.run_flow on the claimed run), with the worker's warm reader
+  processes (kiroku/readers.py). The OCR models are loaded once per worker, not per
+  document. Measured in bench/scale_out.py: a cold process per run spent most of a
+  one-page document loading Python, Prefect and the models again.
+- cold (`--cold`): Prefect's stock process worker, a fresh Python process per run
+  (`prefect worker start --type process`), for flows whose code changes under a
+  running worker.
+Every document is still its own flow run, named after its file, with its artifact.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
+import threading
 from pathlib import Path
+from typing import Any, Optional
 
 from kiroku.config import Settings
 
@@ -42,7 +57,7 @@ def pool_worker_env(settings: Settings) -> dict[str, str]:
 
 
 def run_pool_worker(settings: Settings, pool: str, *, name: str | None = None, limit: int | None = None) -> int:
-    """Become the Prefect worker (exec: signals and Ctrl-C reach it directly); returns only on failure."""
+    """Become Prefect's stock process worker (exec: signals reach it directly); returns only on failure."""
     argv = pool_worker_command(pool, name=name, limit=limit)
     try:
         os.execve(argv[0], argv, pool_worker_env(settings))
@@ -50,3 +65,108 @@ def run_pool_worker(settings: Settings, pool: str, *, name: str | None = None, l
         print(f"Prefect ワーカーを起動できません (cannot start the Prefect worker {argv[0]}): {exc}", file=sys.stderr)
         return 1
     return 0  # not reached
+
+
+# --------------------------------------------------------------------------- the warm worker
+
+
+def flow_for_entrypoint(entrypoint: str) -> Any:
+    """The flow object a deployment's entrypoint names, imported as a normal module when it is
+    kiroku's own (`flows/ingest.py:ingest_document` -> flows.ingest), so that the run shares
+    this process's reader pool and listeners instead of a second copy of the module."""
+    path, _, attr = entrypoint.partition(":")
+    file = (SOURCE_DIR / path).resolve()
+    try:
+        module = ".".join(file.relative_to(SOURCE_DIR).with_suffix("").parts)
+    except ValueError:
+        module = ""
+    if module and file.exists():
+        return getattr(importlib.import_module(module), attr)
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(entrypoint)
+
+
+_flows: dict[Any, Any] = {}
+_flows_lock = threading.Lock()
+
+
+def _flow_of_run(flow_run: Any) -> Any:
+    """The flow of a claimed run, from its deployment's entrypoint (cached per deployment)."""
+    with _flows_lock:
+        if flow_run.deployment_id in _flows:
+            return _flows[flow_run.deployment_id]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(flow_run.deployment_id)
+    flow = flow_for_entrypoint(deployment.entrypoint)
+    with _flows_lock:
+        _flows[flow_run.deployment_id] = flow
+    return flow
+
+
+def run_claimed_flow_run(flow_run: Any) -> int:
+    """Execute a run this worker claimed, here; 0 when the engine reported its end (any state),
+    1 when it could not even start (the worker then marks the run crashed)."""
+    from prefect.flow_engine import run_flow
+
+    flow = _flow_of_run(flow_run)
+    state = run_flow(flow, flow_run=flow_run, return_type="state")
+    return 0 if state is not None and state.is_final() else 1
+
+
+def warm_worker_class() -> type:
+    """Prefect's ProcessWorker with the run executed in this process (see the module docstring)."""
+    import anyio
+    from prefect.exceptions import InfrastructureNotAvailable
+    from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*WarmProcessWorker.*matches existing registered type",
+                            category=UserWarning)  # same pool type as ProcessWorker, on purpose
+
+    class WarmProcessWorker(ProcessWorker):
+        """Claims runs like ProcessWorker; runs them in a thread here, with warm readers."""
+
+        async def run(self, flow_run: Any, configuration: ProcessJobConfiguration,
+                      task_status: Optional[anyio.abc.TaskStatus[int]] = None) -> ProcessWorkerResult:
+            if task_status is not None:
+                task_status.started(os.getpid())
+            code = await anyio.to_thread.run_sync(run_claimed_flow_run, flow_run)
+            return ProcessWorkerResult(status_code=code, identifier=str(os.getpid()))
+
+        async def kill_infrastructure(self, infrastructure_pid: str, configuration: Any,
+                                      grace_seconds: int = 30) -> None:
+            # the "infrastructure" is this worker: never kill it to cancel one run
+            raise InfrastructureNotAvailable("the run executes inside the warm kiroku worker")
+
+    return WarmProcessWorker
+
+
+def run_warm_worker(settings: Settings, pool: str, *, name: str | None = None, limit: int | None = None) -> int:
+    """Warm the readers, then poll the work pool and execute its runs in this process until stopped."""
+    import anyio
+
+    from kiroku.readers import bound_malloc, shared_pool
+
+    bound_malloc()  # page images pass through this process too (see kiroku/readers.py)
+    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+
+    pool_obj = shared_pool(settings)
+    print("kiroku worker: 読み取りプロセスを準備しています (warming the readers)…", file=sys.stderr, flush=True)
+    pool_obj.wait_warm()
+    # runs in flight: four per reader. Each run waits on the shared server (claim, states, the
+    # global OCR slot's lease) as well as on its reader; with two per reader a worker pinned to one
+    # core used 46 % of it (bench/scale_out.py, 1 worker: 78 CPU s in 171 s), with four 95 %.
+    limit = limit or 4 * pool_obj.size
+    worker = warm_worker_class()(work_pool_name=pool, name=name, limit=limit)
+    # a run waits at most this long for a free worker to notice it (Prefect's default: 10 s)
+    query = float(os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or DEFAULT_QUERY_SECONDS)
+    try:
+        with temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query}):
+            anyio.run(worker.start)
+    except KeyboardInterrupt:
+        pass
+    return 0

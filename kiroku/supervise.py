@@ -38,6 +38,7 @@ CHECK_EVERY = 5.0  # seconds between service checks
 MISSES_BEFORE_DOWN = 2  # checks in a row without an answer before a service is reported down
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_AFTER = 60.0  # a worker that ran this long is healthy: the next restart is quick again
+RECYCLE_EXIT = 75  # EX_TEMPFAIL: the worker ended itself to give its memory back; start it again now
 PROGRESS_FD_ENV = "KIROKU_PROGRESS_FD"
 SUPERVISOR_ENV = "KIROKU_SUPERVISOR_PID"
 PREVIOUS_EXIT_ENV = "KIROKU_PREVIOUS_WORKER_EXIT"  # the exit code (negative: signal) of the worker replaced
@@ -66,6 +67,7 @@ class Worker:
         self.started_at = 0.0
         self.restarts = 0
         self.last_exit: int | None = None
+        self.recycled = 0
         self._failures = 0
         self._next_start = 0.0
 
@@ -76,11 +78,11 @@ class Worker:
                                   "PYTHONUNBUFFERED": "1"})
         if self.last_exit is not None:  # how the previous worker ended: the new one judges its scans by it
             env[PREVIOUS_EXIT_ENV] = str(self.last_exit)
-        with open(self.settings.run_dir / "worker.log", "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kiroku.supervise", "--worker"],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         pass_fds=(write_fd,), env=env, start_new_session=True)
-        os.close(write_fd)
+        try:
+            self.proc = _spawn(self.settings, "worker.log", [sys.executable, "-m", "kiroku.supervise", "--worker"],
+                               env, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
         self.started_at = time.monotonic()
         threading.Thread(target=self._read_progress, args=(read_fd,), daemon=True,
                          name="kiroku-progress").start()
@@ -101,51 +103,56 @@ class Worker:
             code = self.proc.returncode
             self.last_exit = code
             self.proc = None
-            ran = now - self.started_at
-            self._failures = 0 if ran > STABLE_AFTER else self._failures + 1
-            self._next_start = now + RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
-            self.on_exit(code)
+            if code == RECYCLE_EXIT:  # planned: no back-off, no warning
+                self.recycled += 1
+                self._next_start = now
+            else:
+                ran = now - self.started_at
+                self._failures = 0 if ran > STABLE_AFTER else self._failures + 1
+                self._next_start = now + RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
+                self.on_exit(code)
         if self.proc is None and now >= self._next_start:
             self.restarts += 1
             self.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)  # the worker, its forkserver and every reader: one group
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _stop_group(proc, timeout)  # the worker, its forkserver and every reader: one group
+
+
+def _spawn(settings: Settings, log_name: str, cmd: list[str], env: dict[str, str],
+           pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """A child in its own session (so one signal to its group reaches it and all it started),
+    its output appended to var/run/<log_name>."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.run_dir / log_name, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                pass_fds=pass_fds, env=env, start_new_session=True)
+
+
+def _stop_group(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM to a child's process group, SIGKILL if it is still there after timeout; then
+    SIGKILL to the group anyway, for grandchildren that outlived their parent."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # readers that outlived the worker
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _start_web(settings: Settings) -> subprocess.Popen:
     """`kiroku serve` on the configured host and port (127.0.0.1:8080 unless kiroku.toml [web] says otherwise)."""
-    log = open(settings.run_dir / "web.log", "ab")  # noqa: SIM115 - owned by the child
     kiroku = Path(sys.executable).with_name("kiroku")
     cmd = [str(kiroku), "serve"] if kiroku.exists() else [sys.executable, "-m", "kiroku.cli", "serve"]
     cmd += ["--host", settings.web_host, "--port", str(settings.web_port)]
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env=dict(os.environ))
-
-
-def _stop_web(proc: subprocess.Popen | None) -> None:
-    """Stop `kiroku serve` (its own session, so SIGTERM to the group reaches it once)."""
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    return _spawn(settings, "web.log", cmd, dict(os.environ))
 
 
 def _die_with_parent() -> None:
@@ -167,7 +174,10 @@ def worker_main() -> int:
     from kiroku.config import load_settings
     from kiroku.runtime import prepare_prefect
 
+    from kiroku.readers import bound_malloc
+
     _die_with_parent()
+    bound_malloc()  # the worker holds page images too (see kiroku/readers.py)
     settings = load_settings()
     prepare_prefect(settings, require_server=True)
     from flows import ingest
@@ -192,8 +202,27 @@ def worker_main() -> int:
     from kiroku.schedule import Scheduler
 
     Scheduler(settings).start()  # fixity check, daily summary, retention report: no deployments run them here
-    watch_inbox(settings, use_deployment=False, stop=threading.Event())
-    return 0
+    stop = threading.Event()
+    recycle = threading.Event()
+    threading.Thread(target=_watch_memory, args=(settings.worker_max_rss_mb, stop, recycle), daemon=True,
+                     name="kiroku-memory").start()
+    watch_inbox(settings, use_deployment=False, stop=stop, gate=storage_gate(settings))  # returns once the
+    # runs it started have ended: the scans not handed over yet wait in the inbox for the next worker
+    return RECYCLE_EXIT if recycle.is_set() else 0
+
+
+def _watch_memory(limit_mb: float, stop: threading.Event, recycle: threading.Event, every: float = 5.0) -> None:
+    """Stop the watcher (and so this worker, for the supervisor to start again) above limit_mb resident."""
+    from kiroku.readers import _rss_kb
+
+    while limit_mb and not stop.wait(every):
+        rss_mb = _rss_kb(os.getpid())[0] / 1024
+        if rss_mb > limit_mb:
+            print(f"kiroku worker: 常駐メモリが {rss_mb:.0f} MB になったため、処理中の書類を終えてから作業プロセスを"
+                  f"入れ替えます (resident memory {rss_mb:.0f} MB > {limit_mb:.0f} MB: finishing the runs in hand, "
+                  f"then restarting)", file=sys.stderr, flush=True)
+            recycle.set()
+            stop.set()
 
 
 def storage_gate(settings: Settings, every: float = CHECK_EVERY) -> Callable[[], bool]:
@@ -208,7 +237,13 @@ def storage_gate(settings: Settings, every: float = CHECK_EVERY) -> Callable[[],
         with lock:
             now = time.monotonic()
             if now - last["at"] >= every:
-                last["ok"], last["at"] = services.s3_answers(settings), now
+                ok = services.s3_answers(settings, timeout=4.0)
+                if ok != last["ok"]:
+                    print("kiroku: 保存先ストレージが応答しないため、受付フォルダのスキャンは待機します "
+                          "(storage does not answer; scans wait in the inbox)" if not ok else
+                          "kiroku: 保存先ストレージが応答しました。受付を再開します (storage is back; intake resumes)",
+                          file=sys.stderr, flush=True)
+                last["ok"], last["at"] = ok, now
             return bool(last["ok"])
     return gate
 
@@ -323,12 +358,15 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
                 while not ready.wait(0.5):
                     worker.check()  # a worker that dies while starting is started again
                 monitor.thread.start()
-                ui = (api or settings.prefect_url).removesuffix("/api")
+                # what another PC on the LAN opens when the services listen beyond loopback
+                ui = (settings.prefect_api_url.removesuffix("/api") if settings.prefect_api_url
+                      else settings.prefect_ui_url if settings.prefect_lan_exposed
+                      else (api or settings.prefect_url).removesuffix("/api"))
                 say("")
                 say("kiroku is running. 受付を開始しました。")
                 say(f"  Drop scans into   {settings.inbox}/<課名>/   (e.g. {settings.inbox}/総務課/)")
                 say(f"  Watch the flows   {ui}")
-                say(f"  Archivists' web   http://{settings.web_host}:{settings.web_port}/   "
+                say(f"  Archivists' web   {settings.web_url}   "
                     "(users: .venv/bin/kiroku users add NAME --role 文書管理者 --clearance 2)")
                 say("  Search            .venv/bin/kiroku search 契約      (or: .venv/bin/kiroku search --help)")
                 say(f"  Done / problems   {settings.done_dir}  /  {settings.quarantine_dir}")
@@ -343,7 +381,7 @@ def run_all(settings: Settings, echo: Callable[[str], None] = print) -> int:
             finally:
                 monitor.stop.set()
                 say("stopping… 停止しています…")
-                _stop_web(web if "web" in locals() else None)
+                _stop_group(web if "web" in locals() else None)
                 worker.stop()
     except KeyboardInterrupt:
         pass

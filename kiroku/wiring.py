@@ -13,6 +13,7 @@ from processors.archive.storage import ArchiveStore, BucketProbe, StorageError
 log = logging.getLogger("kiroku")
 
 _bucket_checked: dict[tuple[str, str, str], BucketProbe] = {}
+_stores: dict[tuple, ArchiveStore] = {}
 _catalog_checked: set[str] = set()
 _lock = threading.Lock()
 _catalog_lock = threading.Lock()
@@ -26,11 +27,20 @@ def archive_store(settings: Settings) -> ArchiveStore:
     Raises ObjectLockError (a TransientFailure: scans wait in the inbox) for a bucket
     that cannot lock when tamper-evident mode was not stated.
     """
-    from kiroku.services import archive_store as build
+    from kiroku.services import archive_store as build, s3_credentials
 
-    store = build(settings)
+    creds = s3_credentials(settings)
+    ident = (creds.access_key_id, creds.secret_access_key) if creds else None
     key = (settings.s3_url, settings.bucket, settings.integrity)
     with _lock:
+        # one store (and its two boto3 clients) per process: building a client parses botocore's
+        # service model, ~0.3 s of CPU under the GIL; per flow task that was a third of the
+        # worker's CPU (py-spy, bench/watch_throughput.py). boto3 clients are thread-safe.
+        store = _stores.get((key, settings.region, ident))
+        if store is None:
+            store = build(settings)
+            store.client, store.upload_client  # noqa: B018 - created here, under the lock, not raced
+            _stores[(key, settings.region, ident)] = store
         if key not in _bucket_checked:
             store.ensure_bucket()
             probe = store.require_storable()

@@ -190,3 +190,21 @@ def test_systemd_analyze_finds_no_syntax_errors(tmp_path: Path) -> None:
         bad = [ln for ln in out.splitlines() if "Unknown key" in ln or "Unknown section" in ln
                or "Invalid" in ln or "bad unit file setting" in ln.lower()]
         assert not bad, f"{unit.name}: {bad}\n{text[:200]}"
+
+
+def test_the_warm_worker_is_prefects_process_worker_running_the_deployments_own_flows() -> None:
+    """`kiroku worker --pool` claims runs as Prefect's process worker does (same pool type) and
+    runs each deployment's flow from kiroku's own modules, so runs share the warm readers."""
+    import flows.ingest
+    import flows.verify
+    from prefect.workers.process import ProcessWorker
+
+    from kiroku.scaleout import flow_for_entrypoint, warm_worker_class
+
+    worker = warm_worker_class()
+    assert issubclass(worker, ProcessWorker) and worker.type == "process"
+    deployments = yaml.safe_load((DEPLOY / "prefect.yaml").read_text(encoding="utf-8"))["deployments"]
+    entry = {d["name"]: d["entrypoint"] for d in deployments}
+    assert flow_for_entrypoint(entry["ingest-document"]) is flows.ingest.ingest_document
+    assert flow_for_entrypoint(entry["ingest-batch"]) is flows.ingest.ingest_batch
+    assert flow_for_entrypoint(entry["verify-archive"]) is flows.verify.verify_archive_flow

@@ -159,3 +159,47 @@ def test_make_run_archives_restarts_a_dead_worker_and_stops_everything_when_pipe
              and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")]
     assert alive == [], f"children left running after Ctrl-C: {alive}"
     assert (tmp_path / "var" / "done" / "総務課" / "回答.png").exists()
+
+
+def test_scans_wait_in_the_inbox_while_storage_is_down_and_go_once_it_answers(tmp_path: Path) -> None:
+    """The worker's watcher asks storage_gate before handing anything over (a real weed mini)."""
+    from flows.watch import InboxWatcher
+    from kiroku import services
+    from kiroku.supervise import storage_gate
+
+    settings = test_settings(tmp_path)
+    (settings.inbox / "総務課").mkdir(parents=True)
+    scan = settings.inbox / "総務課" / "通知.png"
+    scan.write_bytes(b"\x89PNG waiting for storage")
+    handed: list[Path] = []
+    gate = storage_gate(settings, every=0.0)
+    watcher = InboxWatcher(settings, settle_seconds=0.2, submit=lambda p, d: handed.append(p) or True, gate=gate)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # storage is not running: settled, but nothing is handed over
+        watcher.scan()
+        time.sleep(0.2)
+    assert handed == [] and scan.exists()
+    assert watcher.ledger.get(scan) is None, "a scan kept back by the gate must not count as an attempt"
+    services.up(settings, prefect=False)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not handed:
+            watcher.scan()
+            time.sleep(0.2)
+        assert handed == [scan]
+    finally:
+        services.down(settings, prefect=False)
+
+
+def test_the_ready_banner_names_the_lan_address_when_listening_beyond_loopback(tmp_path: Path) -> None:
+    from kiroku.config import lan_address
+
+    local = test_settings(tmp_path)
+    assert local.web_url == f"http://127.0.0.1:{local.web_port}/"
+    assert local.prefect_ui_url == f"http://127.0.0.1:{local.prefect_port}"
+    wide = test_settings(tmp_path, web_host="0.0.0.0", prefect_host="0.0.0.0")
+    address = lan_address()
+    assert address and not address.startswith(("0.", "127.")) or address == "127.0.0.1"
+    assert wide.web_url == f"http://{address}:{wide.web_port}/"
+    assert wide.prefect_ui_url == f"http://{address}:{wide.prefect_port}"
+    assert test_settings(tmp_path, web_host="192.168.10.5").web_url.startswith("http://192.168.10.5:")
