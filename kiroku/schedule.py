@@ -86,7 +86,7 @@ def jobs_for(settings: Settings) -> list[Job]:
 
 def describe(settings: Settings) -> list[str]:
     """One line per job for the banner and `kiroku services status`."""
-    return [f"{j.name}: {j.why} [cron {j.cron} Asia/Tokyo]" for j in jobs_for(settings)]
+    return [f"{j.name}: {j.why} (cron {j.cron}, Asia/Tokyo)" for j in jobs_for(settings)]
 
 
 def next_after(cron: str, after: dt.datetime) -> dt.datetime:
@@ -150,7 +150,7 @@ class Scheduler:
         for job in self.jobs:
             when = last.get(job.name)
             shown = when.isoformat(timespec="minutes") if when else "未実行 (not yet)"
-            out.append(f"{job.name}: {job.why} [cron {job.cron} Asia/Tokyo]; 前回 (last run): {shown}")
+            out.append(f"{job.name}: {job.why} (cron {job.cron}, Asia/Tokyo); 前回 (last run): {shown}")
         return out
 
     def run_due(self) -> list[str]:
