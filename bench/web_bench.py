@@ -92,6 +92,14 @@ def fill(catalog: Catalog, n: int, batch: int = 1000, seed: int = 1) -> None:
                 conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
 
+def _already_filled(catalog: Catalog, n: int) -> bool:
+    """Whether the bench catalog holds n records already (a re-run reuses it), saying so."""
+    if catalog.count() >= n:
+        print(f"catalog {catalog.dialect}: {catalog.count()} records present")
+        return True
+    return False
+
+
 def bulk_fill_sqlite(catalog: Catalog, n: int, seed: int = 1) -> None:
     """The same generated records as `fill`, written the way a bulk load is: rows appended
     to a staging table, then moved into the posting table in key order (one sort instead of
@@ -99,13 +107,11 @@ def bulk_fill_sqlite(catalog: Catalog, n: int, seed: int = 1) -> None:
     The rows are those `Catalog.add` writes (`catalog._rows`, `catalog._grams`)."""
     from processors.archive.catalog import _grams, _rows, records, texts
 
-    if catalog.count() >= n:
-        print(f"catalog {catalog.dialect}: {catalog.count()} records present")
+    if _already_filled(catalog, n):
         return
     rng = random.Random(seed)
     t0 = time.perf_counter()
-    record_cols = [c.name for c in records.columns]
-    text_cols = [c.name for c in texts.columns]
+    record_cols, text_cols = [c.name for c in records.columns], [c.name for c in texts.columns]
     raw = catalog.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -152,13 +158,11 @@ def bulk_fill_postgres(catalog: Catalog, n: int, seed: int = 1) -> None:
     `catalog._grams`). The posting table's primary key is built after loading."""
     from processors.archive.catalog import _grams, _rows, grams, records, texts
 
-    if catalog.count() >= n:
-        print(f"catalog {catalog.dialect}: {catalog.count()} records present")
+    if _already_filled(catalog, n):
         return
     rng = random.Random(seed)
     t0 = time.perf_counter()
-    record_cols = [c.name for c in records.columns]
-    text_cols = [c.name for c in texts.columns]
+    record_cols, text_cols = [c.name for c in records.columns], [c.name for c in texts.columns]
     with catalog.engine.connect() as conn:
         conn.exec_driver_sql("TRUNCATE catalog_grams, catalog_texts, catalog_records")
         conn.exec_driver_sql("ALTER TABLE catalog_grams DROP CONSTRAINT IF EXISTS catalog_grams_pkey")

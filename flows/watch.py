@@ -31,6 +31,7 @@ from pathlib import Path
 import watchfiles
 
 from kiroku.config import Settings
+from kiroku.supervise import PREVIOUS_EXIT_ENV
 from processors.archive import inbox, ledger
 from processors.archive.failures import InputRejected, ReaderCrashed, WorkerDiedWithOthers
 from processors.archive.names import display_name, encode_path
@@ -94,7 +95,7 @@ class InboxWatcher:
         earlier watcher whose run never reported are due again now."""
         dead = [e for e in self.ledger.entries("running") if not ledger.pid_alive(e.pid, e.pid_start)]
         in_flight = collections.Counter(e.pid for e in dead)
-        killed = os.environ.get("KIROKU_PREVIOUS_WORKER_EXIT") == str(-signal.SIGKILL)
+        killed = os.environ.get(PREVIOUS_EXIT_ENV) == str(-signal.SIGKILL)
         for entry in dead:
             why: BaseException
             if in_flight[entry.pid] > 1:  # one process, several scans: none of them is to blame yet

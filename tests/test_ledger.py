@@ -153,15 +153,23 @@ def test_a_run_that_hangs_past_the_document_limit_is_handed_over_again(settings)
         runs.stop()
 
 
+def _left_running_by_dead_process(settings, *scans: Path, content: bytes | None = None) -> None:  # noqa: ANN001
+    """The ledger as a worker leaves it when it dies holding `scans`: running, in a process now gone."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    book = ledger.Ledger(settings.home)
+    for scan in scans:
+        if content is not None:
+            scan.write_bytes(content)
+        book.handed_over(scan, None, None)
+        book.mark_running(scan, int(dead.stdout))
+
+
 def test_a_restart_counts_a_run_left_running_by_a_dead_process(settings) -> None:
     from flows.watch import InboxWatcher
 
     scan = settings.inbox / "再起動.jpg"
     scan.write_bytes(b"\xff\xd8x")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    book = ledger.Ledger(settings.home)
-    book.handed_over(scan, None, None)
-    book.mark_running(scan, int(dead.stdout))
+    _left_running_by_dead_process(settings, scan)
     runs = Runs("pass")
     watcher = InboxWatcher(settings, settle_seconds=0.2, submit=runs)  # as after `kiroku run` restarts
     entry = watcher.ledger.get(scan)
@@ -298,12 +306,7 @@ def test_scans_that_died_together_with_their_worker_are_not_blamed(settings) -> 
     from flows.watch import InboxWatcher
 
     scans = [settings.inbox / f"同時{i}.png" for i in range(3)]
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    book = ledger.Ledger(settings.home)
-    for scan in scans:
-        scan.write_bytes(b"\x89PNG")
-        book.handed_over(scan, None, None)
-        book.mark_running(scan, int(dead.stdout))
+    _left_running_by_dead_process(settings, *scans, content=b"\x89PNG")
     runs = Runs("pass")
     watcher = InboxWatcher(settings, settle_seconds=0.2, submit=runs)
     try:
@@ -323,10 +326,7 @@ def test_a_scan_alone_in_a_worker_killed_from_outside_is_not_blamed(settings, mo
 
     scan = settings.inbox / "外から停止.png"
     scan.write_bytes(b"\x89PNG")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    book = ledger.Ledger(settings.home)
-    book.handed_over(scan, None, None)
-    book.mark_running(scan, int(dead.stdout))
+    _left_running_by_dead_process(settings, scan)
     monkeypatch.setenv("KIROKU_PREVIOUS_WORKER_EXIT", str(-signal.SIGKILL))
     runs = Runs("pass")
     watcher = InboxWatcher(settings, settle_seconds=0.2, submit=runs)
