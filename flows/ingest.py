@@ -23,9 +23,10 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
+from prefect.utilities.annotations import quote
 
 from kiroku import wiring
-from kiroku.config import Settings, load_settings
+from kiroku.config import Settings, load_settings, usable_cpu_count
 from kiroku.runtime import start_ephemeral_server_once
 from flows.slots import global_ocr_slot, local_slot_count
 from processors import document
@@ -78,9 +79,12 @@ def load_scan(path: Path, settings: Settings) -> LoadedDocument | State:
         return Failed(message=readable(str(exc)), data=exc)
 
 
-@task(name="find earlier copy", cache_policy=NO_CACHE)
 def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
-    """Catalog first (cheap), then the bucket, which is the authority; a bucket hit is catalogued now."""
+    """Catalog first (cheap), then the bucket, which is the authority; a bucket hit is catalogued now.
+
+    A plain step of the flow, not a task: it takes milliseconds, and every task costs the
+    Prefect server about 30 ms of CPU for its three state events (bench/watch_throughput.py
+    counts the server's CPU); the flow's log says when a copy was found."""
     from processors.archive.archiving import archived_record, catalog_record
 
     catalog = wiring.catalog(settings)
@@ -104,9 +108,10 @@ def read_page(source: SourcePage, settings: Settings, label: str) -> tuple[Prepa
     from kiroku.readers import page_time_limit, shared_pool
 
     limit = page_time_limit(source, settings.reader_time_limit, settings.reader_time_limit_per_mpx)
-    with global_ocr_slot():  # across machines, when KIROKU_OCR_GLOBAL_LIMIT is set
-        return shared_pool(settings).submit(_read_in_reader, source, settings.ocr_engine, time_limit=limit,
-                                            label=f"{label} p{source.index + 1}").result()
+    pool = shared_pool(settings)
+    with global_ocr_slot(pool.size):  # across machines, when KIROKU_OCR_GLOBAL_LIMIT is set
+        return pool.submit(_read_in_reader, source, settings.ocr_engine, time_limit=limit,
+                           label=f"{label} p{source.index + 1}").result()
 
 
 @task(name="extract metadata and write PDF/A", cache_policy=NO_CACHE)
@@ -150,9 +155,9 @@ def catalog_record(record: Record, settings: Settings) -> None:
     add(wiring.catalog(settings), record)
 
 
-@task(name="move to done", cache_policy=NO_CACHE)
 def move_to_done(path: Path, department: str | None, settings: Settings) -> ledger.Outcome:
-    # done/ full: the scan stays in the inbox and the ledger hands it over again later
+    """Take the scan out of the inbox (a plain step, like find_earlier_copy). done/ full: the
+    scan stays in the inbox and the ledger hands it over again later."""
     return ledger.finish(path, department, settings)
 
 
@@ -166,7 +171,7 @@ def quarantine_scan(path: Path, department: str | None, exc: BaseException, sett
 
 
 @flow(name="ingest-document", flow_run_name=_document_run_name, log_prints=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 1)))
+      task_runner=ThreadPoolTaskRunner(max_workers=max(2, usable_cpu_count())))
 def ingest_document(path: str, department: str | None = None, move_source: bool = True) -> dict:
     """Archive one scan: read it, store it locked, catalog it; only then let it leave the inbox.
 
@@ -210,11 +215,13 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
             work = settings.home / "work" / record.id
             work.mkdir(parents=True, exist_ok=True)
             pdf_path = work / "document.pdf"
-            record = extract_and_write_pdfa(record, pages, pdf_path, settings)
+            # quote(): Prefect would otherwise walk every line and word of the OCR result looking
+            # for futures to resolve (9 % of the worker's CPU under py-spy)
+            record = extract_and_write_pdfa(quote(record), quote(pages), pdf_path, settings)
             del pages
             _progress(source, department, "storing")
-            record = store_archive(record, pdf_path, source, settings)
-            catalog_record(record, settings)
+            record = store_archive(quote(record), pdf_path, source, settings)
+            catalog_record(quote(record), settings)
     except Exception as exc:
         reason = readable(str(exc) or type(exc).__name__)  # a Shift_JIS name in it would break the API's JSON
         logger.error("could not archive %s: %s", shown, reason)
@@ -259,6 +266,21 @@ def keep_prefect_client() -> None:
     from prefect.context import SyncClientContext
 
     SyncClientContext().__enter__()
+
+
+def run_here_without_heartbeats() -> None:
+    """Thread initializer for `make run`'s worker, whose flow runs execute in its own threads:
+    one Prefect client per thread (keep_prefect_client), and no flow-run heartbeats.
+
+    A heartbeat thread per run emits an event at its start and, at its end, is joined for up
+    to a second (it sleeps in one-second steps): a run thread idle for that long while scans
+    wait. Heartbeats serve to find runs whose process died; here the watcher's ledger does
+    that itself and sets such runs Crashed (flows/watch.py, mark_run_crashed). Runs on a pool
+    worker of another machine keep Prefect's heartbeats."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    keep_prefect_client()
+    temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}).__enter__()
 
 
 def _warnings(record: Record) -> list[str]:

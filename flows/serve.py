@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 from prefect import serve
 
 from flows.ingest import ingest_batch, ingest_document
+from kiroku.config import usable_cpu_count
 
 DEPLOYMENT_NAME = "kiroku"
 
 
 def serve_flows() -> None:
     """Run until stopped; at most one document per core is read at a time."""
-    limit = max(1, os.cpu_count() or 1)
+    limit = usable_cpu_count()
     serve(
         ingest_document.to_deployment(name=DEPLOYMENT_NAME, tags=["kiroku"],
                                       description="Archive one scan from the inbox."),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import watchfiles
 
-from kiroku.config import Settings
+from kiroku.config import Settings, usable_cpu_count
 from kiroku.supervise import PREVIOUS_EXIT_ENV
 from processors.archive import inbox, ledger
 from processors.archive.failures import InputRejected, ReaderCrashed, WorkerDiedWithOthers
@@ -75,13 +75,14 @@ class InboxWatcher:
 
             start_ephemeral_server_once()
             shared_pool(settings)  # readers warm up now, not on the first scan
-            # documents in flight here: two per reader, so that while one is stored and
-            # catalogued the next one's pages already keep the readers busy
-            workers = workers or 2 * max(1, settings.ocr_concurrency or os.cpu_count() or 1)
-            from flows.ingest import keep_prefect_client
+            # documents in flight here: three per reader, so that while one is stored and
+            # catalogued, or its run waits on the Prefect server (a SQLite lock answers 503 and
+            # the client tries again 2 s later), the next ones' pages keep the readers busy
+            workers = workers or 3 * max(1, settings.ocr_concurrency or usable_cpu_count())
+            from flows.ingest import run_here_without_heartbeats
 
             self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiroku-ingest",
-                                            initializer=keep_prefect_client)
+                                            initializer=run_here_without_heartbeats)
             self.submit = self._submit_here
         self.failures: list[tuple[Path, str]] = []
         self.completed: list[tuple[Path, dict]] = []

@@ -320,3 +320,23 @@ def lan_url(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+def usable_cpu_count() -> int:
+    """The cores this process may actually use, not the machine's total.
+
+    A worker pinned with taskset, a systemd unit with CPUAffinity= or a container with
+    `--cpus` gets fewer cores than os.cpu_count() reports; sizing the readers and the runs
+    in flight by the machine's total would put two readers on one core and make them wait
+    on each other (bench/scale_out.py pins one worker per core)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:  # cgroup v2 quota: "max 100000" (none) or "200000 100000" (two cores' worth)
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from kiroku.config import Settings
+from kiroku.config import Settings, usable_cpu_count
 from kiroku.readers import ReaderPool, page_time_limit
 from processors.archive.names import display_name, fit_name
 from processors.document import finish_document, prepare_and_read, start_record
@@ -106,7 +106,7 @@ def process_files(inputs: list[Path], out_dir: Path, settings: Settings, *, engi
     """Read every input into out_dir; a bad input is reported in its Outcome, never stops the rest."""
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = engine or settings.ocr_engine
-    workers = workers or settings.ocr_concurrency or os.cpu_count() or 1
+    workers = workers or settings.ocr_concurrency or usable_cpu_count()
     outcomes: dict[Path, Outcome] = {p: Outcome(input=p) for p in inputs}
     stems = output_stems(inputs, out_dir)
     with ReaderPool(engine, workers, max_jobs=settings.reader_max_jobs,

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
+from kiroku.config import usable_cpu_count
 from processors.archive.failures import ReaderCrashed
 
 log = logging.getLogger("kiroku.readers")
@@ -300,7 +301,7 @@ class ReaderPool:
     def __init__(self, engine: str = "", size: int | None = None, *, max_jobs: int = 200,
                  max_rss_mb: float = 1500.0, preload: list[str] | None = None) -> None:
         self.engine = engine
-        self.size = max(1, size or os.cpu_count() or 1)
+        self.size = max(1, size or usable_cpu_count())
         self.max_jobs = max(1, max_jobs)
         self.max_rss_mb = max_rss_mb
         self.closed = False

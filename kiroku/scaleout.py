@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from kiroku.config import Settings
+from kiroku.config import Settings, usable_cpu_count
 
 SOURCE_DIR = Path(__file__).resolve().parents[1]  # where flows/ is: the deployments' working directory
 # Prefect's default is to ask the server for new runs every 10 s; a scan should not wait that long.
@@ -43,7 +43,7 @@ def pool_worker_command(pool: str, *, name: str | None = None, limit: int | None
             "worker", "start", "--pool", pool, "--type", "process"]
     if name:
         argv += ["--name", name]
-    argv += ["--limit", str(limit or max(1, os.cpu_count() or 1))]
+    argv += ["--limit", str(limit or usable_cpu_count())]
     return argv
 
 
@@ -130,6 +130,13 @@ def warm_worker_class() -> type:
     class WarmProcessWorker(ProcessWorker):
         """Claims runs like ProcessWorker; runs them in a thread here, with warm readers."""
 
+        draining: threading.Event | None = None  # set: claim nothing more (the worker is recycling)
+
+        async def get_and_submit_flow_runs(self) -> list:
+            if self.draining is not None and self.draining.is_set():
+                return []
+            return await super().get_and_submit_flow_runs()
+
         async def run(self, flow_run: Any, configuration: ProcessJobConfiguration,
                       task_status: Optional[anyio.abc.TaskStatus[int]] = None) -> ProcessWorkerResult:
             if task_status is not None:
@@ -162,11 +169,39 @@ def run_warm_worker(settings: Settings, pool: str, *, name: str | None = None, l
     # core used 46 % of it (bench/scale_out.py, 1 worker: 78 CPU s in 171 s), with four 95 %.
     limit = limit or 4 * pool_obj.size
     worker = warm_worker_class()(work_pool_name=pool, name=name, limit=limit)
+    # Memory: page images pass through this process, and glibc does not give all of it back. Above
+    # worker_max_rss_mb the worker claims no more runs, finishes the ones in hand and exits with
+    # RECYCLE_EXIT; systemd (Restart=always) starts it again, as the supervisor does for `make run`.
+    from kiroku.supervise import RECYCLE_EXIT, watch_memory
+
+    stop, recycle = threading.Event(), threading.Event()
+    worker.draining = stop
+    threading.Thread(target=watch_memory, args=(settings.worker_max_rss_mb, stop, recycle), daemon=True,
+                     name="kiroku-memory").start()
     # a run waits at most this long for a free worker to notice it (Prefect's default: 10 s)
     query = float(os.environ.get("PREFECT_WORKER_QUERY_SECONDS") or DEFAULT_QUERY_SECONDS)
     try:
         with temporary_settings(updates={PREFECT_WORKER_QUERY_SECONDS: query}):
-            anyio.run(worker.start)
+            anyio.run(_serve_until_drained, worker, stop)
     except KeyboardInterrupt:
         pass
-    return 0
+    return RECYCLE_EXIT if recycle.is_set() else 0
+
+
+def _runs_in_hand(worker: Any) -> int:
+    """Runs the worker has claimed and not finished (its run limiter's borrowed tokens)."""
+    try:
+        return int(worker.limiter.borrowed_tokens)
+    except Exception:  # noqa: BLE001 - no limiter before the worker has set itself up
+        return 0
+
+
+async def _serve_until_drained(worker: Any, stop: threading.Event) -> None:
+    """Prefect's worker loop, until `stop` is set and the runs in hand have ended."""
+    import anyio
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(worker.start)
+        while not (stop.is_set() and _runs_in_hand(worker) == 0):
+            await anyio.sleep(1)
+        group.cancel_scope.cancel()

@@ -204,15 +204,16 @@ def worker_main() -> int:
     Scheduler(settings).start()  # fixity check, daily summary, retention report: no deployments run them here
     stop = threading.Event()
     recycle = threading.Event()
-    threading.Thread(target=_watch_memory, args=(settings.worker_max_rss_mb, stop, recycle), daemon=True,
+    threading.Thread(target=watch_memory, args=(settings.worker_max_rss_mb, stop, recycle), daemon=True,
                      name="kiroku-memory").start()
     watch_inbox(settings, use_deployment=False, stop=stop, gate=storage_gate(settings))  # returns once the
     # runs it started have ended: the scans not handed over yet wait in the inbox for the next worker
     return RECYCLE_EXIT if recycle.is_set() else 0
 
 
-def _watch_memory(limit_mb: float, stop: threading.Event, recycle: threading.Event, every: float = 5.0) -> None:
-    """Stop the watcher (and so this worker, for the supervisor to start again) above limit_mb resident."""
+def watch_memory(limit_mb: float, stop: threading.Event, recycle: threading.Event, every: float = 5.0) -> None:
+    """Stop the watcher or the pool worker (and so this worker process, for the supervisor or systemd to
+    start again) above limit_mb resident."""
     from kiroku.readers import _rss_kb
 
     while limit_mb and not stop.wait(every):

@@ -179,6 +179,20 @@ def test_compose_file_is_consistent() -> None:
     assert needed <= example, needed - example
 
 
+def test_the_servers_of_a_scale_out_are_tuned_like_the_embedded_one() -> None:
+    """The task-run recorder's batching (kiroku/services.py) is the same in compose and systemd,
+    and every name is a real Prefect setting."""
+    from kiroku.services import PREFECT_SERVER_TUNING
+
+    check_env_names(set(PREFECT_SERVER_TUNING))
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    env = compose["services"]["prefect-server"]["environment"]
+    assert {k: str(env.get(k)) for k in PREFECT_SERVER_TUNING} == PREFECT_SERVER_TUNING
+    unit = (DEPLOY / "systemd" / "kiroku-prefect-server.service").read_text(encoding="utf-8")
+    for name, value in PREFECT_SERVER_TUNING.items():
+        assert f"Environment={name}={value}\n" in unit, name
+
+
 @pytest.mark.skipif(not Path("/usr/bin/systemd-analyze").exists(), reason="systemd-analyze not installed")
 def test_systemd_analyze_finds_no_syntax_errors(tmp_path: Path) -> None:
     """systemd's own parser: unknown keys and bad sections are errors; missing files here are expected."""

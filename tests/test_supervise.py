@@ -161,6 +161,42 @@ def test_make_run_archives_restarts_a_dead_worker_and_stops_everything_when_pipe
     assert (tmp_path / "var" / "done" / "総務課" / "回答.png").exists()
 
 
+@pytest.mark.slow
+def test_a_worker_over_its_memory_limit_finishes_its_scans_and_is_replaced(tmp_path: Path) -> None:
+    """worker_max_rss_mb = 1: every worker is over the limit at its first look (5 s after it is
+    ready), finishes what it holds, exits 75 and is started again; scans dropped meanwhile are
+    all archived, each once, by one worker or the next."""
+    from tests.e2e_fixtures import render_notice_file
+    from tests.run_fixtures import start_run, write_instance
+
+    env = write_instance(tmp_path, engine="tesseract")
+    toml = tmp_path / "kiroku.toml"
+    toml.write_text("worker_max_rss_mb = 1\n" + toml.read_text(encoding="utf-8"), encoding="utf-8")
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+    run = start_run(tmp_path, env)
+    titles = ["庁舎における節電の取組について（通知）", "道路占用の期間について（回答）", "会議の開催について（依頼）"]
+    try:
+        run.wait_for("kiroku is running", 300)
+        dept = tmp_path / "inbox" / "総務課"
+        dept.mkdir()
+        for i, title in enumerate(titles):
+            scan = render_notice_file(tmp_path / f"s{i}.png", title, number=f"新総第{100 + i}号")
+            shutil.move(scan, dept / f"文書{i}.png")
+            time.sleep(3)  # spread over more than one worker's life
+        for i in range(len(titles)):
+            run.wait_for(f"総務課/文書{i}.png → 保存しました 記録ID", 300)
+    finally:
+        code = run.interrupt()
+    assert code == 0
+    output = "\n".join(run.lines)
+    assert output.count("保存しました") == len(titles), output
+    assert "隔離しました" not in output
+    assert sorted(p.name for p in (tmp_path / "var" / "done" / "総務課").iterdir()) == [f"文書{i}.png" for i in range(3)]
+    log = (tmp_path / "var" / "run" / "worker.log").read_text(encoding="utf-8", errors="replace")
+    assert log.count("作業プロセスを入れ替えます") >= 2, "the worker should have recycled itself more than once"
+    assert "作業プロセスが停止しました" not in output  # a planned recycle is not reported as a crash
+
+
 def test_scans_wait_in_the_inbox_while_storage_is_down_and_go_once_it_answers(tmp_path: Path) -> None:
     """The worker's watcher asks storage_gate before handing anything over (a real weed mini)."""
     from flows.watch import InboxWatcher
