@@ -196,12 +196,22 @@ def _runs_in_hand(worker: Any) -> int:
         return 0
 
 
-async def _serve_until_drained(worker: Any, stop: threading.Event) -> None:
-    """Prefect's worker loop, until `stop` is set and the runs in hand have ended."""
+async def _serve_until_drained(worker: Any, stop: threading.Event, settle: float = 3.0) -> None:
+    """Prefect's worker loop, until `stop` is set and the runs in hand have ended.
+
+    `settle` seconds pass after `stop` before the count is trusted: a poll already under way
+    when it was set may still be claiming the runs it fetched (a run is claimed, moved to
+    Pending, only after it got one of the limiter's tokens)."""
     import anyio
 
+    stopped_at: float | None = None
     async with anyio.create_task_group() as group:
         group.start_soon(worker.start)
-        while not (stop.is_set() and _runs_in_hand(worker) == 0):
+        while True:
             await anyio.sleep(1)
+            if not stop.is_set():
+                continue
+            stopped_at = stopped_at if stopped_at is not None else anyio.current_time()
+            if anyio.current_time() - stopped_at >= settle and _runs_in_hand(worker) == 0:
+                break
         group.cancel_scope.cancel()
