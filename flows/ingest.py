@@ -1,8 +1,14 @@
-"""Ingesting scans: one flow run per document, a task per stage.
+"""Ingesting scans: one flow run per document, a task per stage that does real work.
 
 The flow reads like the process a records officer would describe: load the scan,
 read its pages, extract what it is, write the PDF/A, store it locked, catalog it,
 and only then take it out of the inbox. The work itself lives in processors/.
+
+Tasks are the stages worth watching, retrying or limiting (`read page` per page,
+`extract metadata and write PDF/A`, `store and catalog`); steps that take milliseconds
+(loading the scan, looking for an earlier copy, moving it to done/) are plain code of the
+flow. Each task costs the Prefect server three state events: with many small tasks the
+server, not the reader, sets the pace (bench/scale_out.py, bench/watch_throughput.py).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 from prefect.utilities.annotations import quote
@@ -31,7 +37,7 @@ from kiroku.runtime import start_ephemeral_server_once
 from flows.slots import global_ocr_slot, local_slot_count
 from processors import document
 from processors.archive import inbox, ledger
-from processors.archive.failures import InputRejected, KirokuFailure
+from processors.archive.failures import KirokuFailure
 from processors.archive.locks import content_lock
 from processors.archive.names import decode_path, display_name, encode_path, readable
 from processors.reading.pages import LoadedDocument, PreparedPage, SourcePage
@@ -67,24 +73,22 @@ def _document_run_name() -> str:
 # --------------------------------------------------------------------------- tasks
 
 
-@task(name="load scan", cache_policy=NO_CACHE)
-def load_scan(path: Path, settings: Settings) -> LoadedDocument | State:
-    """The scan's pages; a scan refused for what it is (empty, truncated, a bomb) ends the task
-    Failed with the reason and no traceback, and the flow gets the refusal back to settle it."""
+def load_scan(path: Path, settings: Settings) -> LoadedDocument:
+    """The scan's pages; InputRejected (empty, truncated, a bomb) with its reason otherwise.
+
+    A plain step of the flow, not a task: every task costs the Prefect server about 30 ms of
+    CPU for its three state events and the worker as much again (bench/watch_throughput.py
+    counts both), and the flow run's own state and log already say why a scan was refused."""
     from processors.reading.images import load_document
 
-    try:
-        return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
-    except InputRejected as exc:
-        return Failed(message=readable(str(exc)), data=exc)
+    return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)
 
 
 def find_earlier_copy(sha256: str, settings: Settings) -> Record | None:
     """Catalog first (cheap), then the bucket, which is the authority; a bucket hit is catalogued now.
 
-    A plain step of the flow, not a task: it takes milliseconds, and every task costs the
-    Prefect server about 30 ms of CPU for its three state events (bench/watch_throughput.py
-    counts the server's CPU); the flow's log says when a copy was found."""
+    A plain step of the flow, not a task (see load_scan): it takes milliseconds, and the
+    flow's log says when a copy was found."""
     from processors.archive.archiving import archived_record, catalog_record
 
     catalog = wiring.catalog(settings)
@@ -128,31 +132,33 @@ def extract_and_write_pdfa(record: Record, pages: list[tuple[PreparedPage, Page]
 
 
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's hook signature
-    """Retry storage only for faults that can go away (network, 5xx, throttling)."""
+    """Retry only faults that can go away: storage (network, 5xx, throttling) or the catalog's
+    database (locked, connection lost). Storing again is safe: store_record finds what an
+    earlier try committed, and cataloguing is an upsert."""
+    from sqlalchemy.exc import OperationalError
+
     from processors.archive.storage import TransientStorageError
 
     try:
         state.result()
-    except TransientStorageError:
+    except (TransientStorageError, OperationalError):
         return True
     except Exception:  # noqa: BLE001
         return False
     return False
 
 
-@task(name="store in archive", cache_policy=NO_CACHE, retries=4,
+@task(name="store and catalog", cache_policy=NO_CACHE, retries=4,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=_transient)
-def store_archive(record: Record, pdf_path: Path, original: Path, settings: Settings) -> Record:
-    from processors.archive.archiving import store_record
+def store_and_catalog(record: Record, pdf_path: Path, original: Path, settings: Settings) -> Record:
+    """Store the three objects locked and read them back, then catalog the record: one task,
+    since the two share one retry story (both idempotent) and a task fewer is three state
+    events fewer on the Prefect server per document."""
+    from processors.archive.archiving import catalog_record, store_record
 
-    return store_record(wiring.archive_store(settings), record, pdf_path, original)
-
-
-@task(name="catalog record", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def catalog_record(record: Record, settings: Settings) -> None:
-    from processors.archive.archiving import catalog_record as add
-
-    add(wiring.catalog(settings), record)
+    stored = store_record(wiring.archive_store(settings), record, pdf_path, original)
+    catalog_record(wiring.catalog(settings), stored)
+    return stored
 
 
 def move_to_done(path: Path, department: str | None, settings: Settings) -> ledger.Outcome:
@@ -191,9 +197,6 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
         if move_source:
             ledger.mark_running(source, settings=settings, flow_run_id=flow_run.get_id())
         loaded = load_scan(source, settings)
-        if isinstance(loaded, State):  # the task refused the scan (see load_scan): its reason, raised here
-            refusal = loaded.result(raise_on_failure=False)
-            raise refusal if isinstance(refusal, BaseException) else InputRejected(loaded.message or "読めないファイルです")
         if move_source:
             ledger.ledger_for(settings).note_content(source, loaded.sha256)
         with content_lock(settings.home, loaded.sha256):  # archived? -> store -> catalog, one pass per content
@@ -220,8 +223,7 @@ def ingest_document(path: str, department: str | None = None, move_source: bool 
             record = extract_and_write_pdfa(quote(record), quote(pages), pdf_path, settings)
             del pages
             _progress(source, department, "storing")
-            record = store_archive(quote(record), pdf_path, source, settings)
-            catalog_record(quote(record), settings)
+            record = store_and_catalog(quote(record), pdf_path, source, settings)
     except Exception as exc:
         reason = readable(str(exc) or type(exc).__name__)  # a Shift_JIS name in it would break the API's JSON
         logger.error("could not archive %s: %s", shown, reason)
@@ -280,7 +282,15 @@ def run_here_without_heartbeats() -> None:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     keep_prefect_client()
-    temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}).__enter__()
+    # temporary_settings is a generator context manager: entered and dropped, it is closed at
+    # once by the garbage collector, which restores the settings (heartbeats stayed on that way).
+    # Held by the thread, it lasts as long as the thread.
+    held = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    held.__enter__()
+    _THREAD_SETTINGS.held = held
+
+
+_THREAD_SETTINGS = threading.local()  # what run_here_without_heartbeats entered, per thread
 
 
 def _warnings(record: Record) -> list[str]:

@@ -38,3 +38,58 @@ def test_a_pool_worker_over_its_memory_limit_claims_nothing_more_and_exits_75(tm
     assert done.returncode == RECYCLE_EXIT, output[-3000:]
     assert "作業プロセスを入れ替えます" in output
     assert "Traceback" not in output
+
+
+def test_runs_to_ask_for_is_twice_the_free_slots_and_one_when_full() -> None:
+    from kiroku.scaleout import runs_to_ask_for
+
+    assert runs_to_ask_for(3) == 6
+    assert runs_to_ask_for(0) == 1
+    assert runs_to_ask_for(None) == 200
+
+
+@pytest.mark.slow
+def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Path) -> None:
+    """Five runs wait in the pool. Prefect's own poll fetches all five; the warm worker with one
+    free slot (of one) fetches two, and with none free one, from the real server."""
+    import asyncio
+
+    from kiroku import services
+    from kiroku.scaleout import warm_worker_class
+
+    settings = services.test_settings(tmp_path / "server")
+    services.up(settings, s3=False)
+    old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ.update(PREFECT_API_URL=settings.prefect_url, PREFECT_HOME=str(tmp_path / "client"))
+
+    async def polls() -> tuple[int, int, int]:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.workers.process import ProcessWorker
+
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name="kiroku-poll", type="process"))
+            flow_id = await client.create_flow_from_name("poll-test")
+            deployment = await client.create_deployment(flow_id=flow_id, name="poll-test", work_pool_name="kiroku-poll",
+                                                        entrypoint="flows/verify.py:verify_archive")
+            for _ in range(5):
+                await client.create_flow_run_from_deployment(deployment)
+        async with ProcessWorker(work_pool_name="kiroku-poll", limit=1) as stock:
+            await stock.sync_with_backend()
+            everything = len(await stock._get_scheduled_flow_runs())
+        async with warm_worker_class()(work_pool_name="kiroku-poll", limit=1) as warm:
+            await warm.sync_with_backend()
+            one_free = len(await warm._get_scheduled_flow_runs())
+            warm.limiter.acquire_on_behalf_of_nowait("a run in hand")
+            none_free = len(await warm._get_scheduled_flow_runs())
+        return everything, one_free, none_free
+
+    try:
+        assert asyncio.run(polls()) == (5, 2, 1)
+    finally:
+        services.down(settings, s3=False)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
