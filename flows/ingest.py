@@ -77,8 +77,8 @@ def load_scan(path: Path, settings: Settings) -> LoadedDocument:
     """The scan's pages; InputRejected (empty, truncated, a bomb) with its reason otherwise.
 
     A plain step of the flow, not a task: every task costs the Prefect server about 30 ms of
-    CPU for its three state events and the worker as much again (bench/watch_throughput.py
-    counts both), and the flow run's own state and log already say why a scan was refused."""
+    CPU for its three state events (bench/watch_throughput.py counts the server's CPU), and the
+    flow run's own state and log already say why a scan was refused."""
     from processors.reading.images import load_document
 
     return load_document(path, max_pixels=settings.max_image_pixels, default_dpi=settings.default_dpi)

@@ -57,10 +57,10 @@ def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Pa
     from kiroku import services
     from kiroku.scaleout import warm_worker_class
 
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     settings = services.test_settings(tmp_path / "server")
     services.up(settings, s3=False)
-    old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ.update(PREFECT_API_URL=settings.prefect_url, PREFECT_HOME=str(tmp_path / "client"))
 
     async def polls() -> tuple[int, int, int]:
         from prefect.client.orchestration import get_client
@@ -85,11 +85,8 @@ def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Pa
         return everything, one_free, none_free
 
     try:
-        assert asyncio.run(polls()) == (5, 2, 1)
+        # a settings context, not the environment: earlier tests of the session may have entered one
+        with temporary_settings(updates={PREFECT_API_URL: settings.prefect_url}):
+            assert asyncio.run(polls()) == (5, 2, 1)
     finally:
         services.down(settings, s3=False)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
