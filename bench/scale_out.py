@@ -288,6 +288,26 @@ async def submit_and_wait(docs: list[tuple[Path, str]], mode: str, batch_size: i
     return seconds, runs, weight
 
 
+_ACCESS_LINE = re.compile(r'"(GET|POST|PATCH|PUT|DELETE) (/api/[^ ?"]*)')
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def requests_per_document(server_log: Path, start: int, documents: int) -> dict[str, float]:
+    """The server's access-log lines from byte `start` on, per endpoint (ids as {id}), per document.
+
+    The harness's own requests (submitting runs, polling their states) are counted too and
+    show as such: deployments/name, create_flow_run, flow_runs/filter."""
+    counts: dict[str, int] = {}
+    with server_log.open("rb") as log:
+        log.seek(start)
+        for line in log.read().decode("utf-8", "replace").splitlines():
+            if m := _ACCESS_LINE.search(line):
+                key = f"{m.group(1)} {_UUID.sub('{id}', m.group(2))}"
+                counts[key] = counts.get(key, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: -kv[1])
+    return {"total": round(sum(counts.values()) / documents, 2)} | {k: round(v / documents, 2) for k, v in ordered}
+
+
 def bucket_counts(store, expected: set[str]) -> dict[str, int]:  # noqa: ANN001 - ArchiveStore
     """Versions of records/<id>/record.json per record id, straight from the bucket."""
     counts: dict[str, int] = {}
@@ -346,6 +366,9 @@ def main() -> int:
     parser.add_argument("--ceiling-documents", type=int, default=12,
                         help="documents per `kiroku process` in the machine-ceiling check before and after "
                              "the runs (0: skip it)")
+    parser.add_argument("--count-requests", action="store_true",
+                        help="turn on the Prefect server's access log and write its requests per document, "
+                             "by endpoint, into each run (what a document costs the server)")
     parser.add_argument("--no-ocr-limit", action="store_true",
                         help="workers do not use the ocr-pages global concurrency limit (its cost on the server)")
     args = parser.parse_args()
@@ -386,7 +409,8 @@ def main() -> int:
         server_log = base / "prefect-server.log"
         t_server = time.monotonic()
         server = spawn([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
-                        "--port", str(port), "--analytics-off"], server_env, server_log)
+                        "--port", str(port), "--analytics-off"]
+                       + (["--log-level", "INFO"] if args.count_requests else []), server_env, server_log)
         procs.append(server)
         wait_health(api, server, server_log)
         print(f"Prefect server on PostgreSQL answering after {time.monotonic() - t_server:.1f} s", flush=True)
@@ -427,6 +451,7 @@ def main() -> int:
                 KIROKU_CATALOG_URL=pg.url(catalog_db), KIROKU_OCR_GLOBAL_LIMIT="" if args.no_ocr_limit else OCR_LIMIT,
                 KIROKU_OCR_CONCURRENCY="1", KIROKU_CONFIG=str(base / "no-kiroku.toml"),
                 PREFECT_WORKER_QUERY_SECONDS="1", KIROKU_SOURCE=str(ROOT), PREFECT_LOGGING_LEVEL="INFO",
+                PREFECT_CLIENT_CSRF_SUPPORT_ENABLED="false",  # as deploy/worker.env.example
                 PYTHONPATH=str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
             workers: list[subprocess.Popen] = []
             logs: dict[str, Path] = {}
@@ -449,6 +474,7 @@ def main() -> int:
             shared_groups = _shared_groups(server, weed_settings, pg)
             shared_before = {name: _group_cpu(g) for name, g in shared_groups.items()}
             print(f"{n_workers} worker(s): submitting {len(docs)} documents", flush=True)
+            log_start = server_log.stat().st_size
             seconds, runs, weight = asyncio.run(submit_and_wait(docs, args.mode, args.batch_size, args.timeout))
             time.sleep(2)  # let the workers reap their last flow-run processes
             cpu_used = sum(_group_cpu(w.pid) for w in workers) - cpu_before
@@ -481,6 +507,8 @@ def main() -> int:
                 run["cpu_hours_per_10000_pages"] = round(cpu_used / pages * 10000 / 3600, 1)
                 run["cpu_hours_per_10000_pages_with_servers"] = round(
                     (cpu_used + shared_used) / pages * 10000 / 3600, 1)
+            if args.count_requests:
+                run["requests_per_document"] = requests_per_document(server_log, log_start, len(docs))
             result["runs"].append(run)
             print(json.dumps(run, ensure_ascii=False), flush=True)
             store.close()

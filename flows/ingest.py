@@ -176,8 +176,21 @@ def quarantine_scan(path: Path, department: str | None, exc: BaseException, sett
 # --------------------------------------------------------------------------- flows
 
 
+def _results_not_kept() -> dict:
+    """Flow options for runs whose outcome lives in the archive and the catalog, not in Prefect.
+
+    Without a result storage and persist_result of its own, a flow run asks the server for
+    its default result storage three times before it starts (GET /admin/storage: three of
+    about 30 requests per one-page document, bench/scale_out.py with the server's access log).
+    Nothing is persisted, so Prefect's own local storage path is named (as a Path: a block
+    would have to be saved on the server first) and never written."""
+    from prefect.settings import get_current_settings
+
+    return {"persist_result": False, "result_storage": Path(get_current_settings().results.local_storage_path)}
+
+
 @flow(name="ingest-document", flow_run_name=_document_run_name, log_prints=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=max(2, usable_cpu_count())))
+      task_runner=ThreadPoolTaskRunner(max_workers=max(2, usable_cpu_count())), **_results_not_kept())
 def ingest_document(path: str, department: str | None = None, move_source: bool = True) -> dict:
     """Archive one scan: read it, store it locked, catalog it; only then let it leave the inbox.
 
@@ -326,7 +339,7 @@ def ingest_many(paths: list[Path], department: str | None, *, move_source: bool 
     return results
 
 
-@flow(name="ingest-batch", log_prints=False)
+@flow(name="ingest-batch", log_prints=False, **_results_not_kept())
 def ingest_batch(paths: list[str], department: str | None = None, move_source: bool = True) -> dict:
     """Archive many scans, each as its own ingest-document run; OCR is limited to one page per core."""
     results = ingest_many([Path(p) for p in paths], department, move_source=move_source)

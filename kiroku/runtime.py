@@ -48,6 +48,9 @@ def prepare_prefect(settings: Settings, *, require_server: bool = False) -> str 
 
     if prefect_is_ours(settings):  # never a server this instance did not start (see prefect_is_ours)
         os.environ["PREFECT_API_URL"] = url
+        # our server does not turn on Prefect's CSRF protection (services.prefect_env): a client
+        # would otherwise ask it for a token, and be refused, before its first write
+        os.environ.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
         if settings.prefect_auth_enabled and settings.prefect_auth_file.exists():
             # the embedded server's basic auth; the value is never printed
             os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect_auth_file.read_text(encoding="utf-8").strip()

@@ -48,10 +48,20 @@ def test_runs_to_ask_for_is_twice_the_free_slots_and_one_when_full() -> None:
     assert runs_to_ask_for(None) == 200
 
 
+def test_a_full_worker_polls_only_to_stay_ready() -> None:
+    from kiroku.scaleout import READY_POLL_SECONDS, should_poll
+
+    assert should_poll(1, 0.0) and should_poll(None, 0.0)
+    assert not should_poll(0, 1.0)
+    assert should_poll(0, READY_POLL_SECONDS)
+    assert READY_POLL_SECONDS < 60  # Prefect marks a queue not ready 60 s after its last poll
+
+
 @pytest.mark.slow
 def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Path) -> None:
     """Five runs wait in the pool. Prefect's own poll fetches all five; the warm worker with one
-    free slot (of one) fetches two, and with none free one, from the real server."""
+    free slot (of one) fetches two, and with none free one, from the real server; and full, it
+    does not poll again until READY_POLL_SECONDS have passed."""
     import asyncio
 
     from kiroku import services
@@ -62,7 +72,7 @@ def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Pa
     settings = services.test_settings(tmp_path / "server")
     services.up(settings, s3=False)
 
-    async def polls() -> tuple[int, int, int]:
+    async def polls() -> tuple[int, int, int, int]:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import WorkPoolCreate
         from prefect.workers.process import ProcessWorker
@@ -82,11 +92,22 @@ def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Pa
             one_free = len(await warm._get_scheduled_flow_runs())
             warm.limiter.acquire_on_behalf_of_nowait("a run in hand")
             none_free = len(await warm._get_scheduled_flow_runs())
-        return everything, one_free, none_free
+            sent = 0
+            ask = warm._get_scheduled_flow_runs
+
+            async def counted() -> list:
+                nonlocal sent
+                sent += 1
+                return await ask()
+
+            warm._get_scheduled_flow_runs = counted
+            for _ in range(3):  # the first after the tests above has not been timed: it polls
+                await warm.get_and_submit_flow_runs()
+        return everything, one_free, none_free, sent
 
     try:
         # a settings context, not the environment: earlier tests of the session may have entered one
         with temporary_settings(updates={PREFECT_API_URL: settings.prefect_url}):
-            assert asyncio.run(polls()) == (5, 2, 1)
+            assert asyncio.run(polls()) == (5, 2, 1, 1)
     finally:
         services.down(settings, s3=False)
