@@ -301,6 +301,8 @@ class Instance:
                 (self.keep / "kiroku-run.out").write_text("\n".join(self.run.lines) + "\n", encoding="utf-8")
                 for log in (self.root / "var" / "run").glob("*.log"):
                     shutil.copy2(log, self.keep / log.name)
+                for db in (self.root / "var").rglob("prefect.db"):  # what the server recorded: runs, events
+                    shutil.copy2(db, self.keep / db.name)
 
 
 def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

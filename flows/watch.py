@@ -131,6 +131,7 @@ class InboxWatcher:
         known = {os.fsencode(os.path.abspath(e.path)): e for e in self.ledger.entries(*ledger.ACTIVE)}
         ready = []
         writers: set[tuple[int, int]] | None = None
+        mounts: dict[str, str] | None = None  # read once per look, only when a new file is seen
         open_gate: bool | None = None
         for item in found:
             path = item.path
@@ -147,8 +148,15 @@ class InboxWatcher:
             previous = self._seen.get(path)
             if previous is None or previous[0] != state:
                 self._seen[path] = (state, now)
-                continue
-            if now - previous[1] < self.settle_seconds:
+                # complete on first sight only if it arrived whole (renamed or moved in, copied with
+                # its times kept) on a disk whose clock is ours; otherwise it must keep still a while
+                if previous is not None:
+                    continue
+                if mounts is None:
+                    mounts = inbox.mount_types()
+                if not (inbox.clock_is_ours(path, mounts) and inbox.quiet_for(state, self.settle_seconds, wall)):
+                    continue
+            elif now - previous[1] < self.settle_seconds:
                 continue
             if open_gate is None:
                 open_gate = self.gate() if self.gate is not None else True

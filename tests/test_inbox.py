@@ -316,3 +316,38 @@ def test_a_hard_link_is_refused_and_the_file_it_shares_is_left_alone(tmp_path: P
     assert outside.read_bytes() == b"secret ledger" and (now.st_ino, now.st_mode) == (before.st_ino, before.st_mode)
     reason = Path(f"{dest}.error.txt").read_text(encoding="utf-8")
     assert "ハードリンク" in reason and "hard link" in reason
+
+
+MOUNTINFO = """\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+40 27 0:50 / /srv/share rw,relatime - nfs4 nas:/scans rw
+41 27 0:51 / /srv/kiroku/inbox/建設課 rw,relatime - cifs //nas/建設 rw
+42 27 0:52 / /mnt/my\\040disk rw,relatime - xfs /dev/sdb1 rw
+"""
+
+
+def test_mount_types_reads_the_kernels_list_with_escaped_names(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO, encoding="utf-8")
+    assert inbox.mount_types(info) == {"/": "ext4", "/srv/share": "nfs4", "/srv/kiroku/inbox/建設課": "cifs",
+                                       "/mnt/my disk": "xfs"}
+    assert inbox.mount_types(tmp_path / "absent") == {}
+
+
+def test_only_a_local_disk_has_our_clock_and_the_deepest_mount_decides(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(MOUNTINFO, encoding="utf-8")
+    mounts = inbox.mount_types(info)
+    assert inbox.clock_is_ours(Path("/srv/kiroku/inbox/総務課/a.pdf"), mounts)
+    assert not inbox.clock_is_ours(Path("/srv/kiroku/inbox/建設課/a.pdf"), mounts)  # a share inside the inbox
+    assert not inbox.clock_is_ours(Path("/srv/share/inbox/a.pdf"), mounts)
+    assert inbox.clock_is_ours(Path("/mnt/my disk/a.pdf"), mounts)
+    assert not inbox.clock_is_ours(Path("/srv/sharex/a.pdf"), {"/srv/share": "ext4"})  # a prefix, not a parent
+    assert not inbox.clock_is_ours(Path("/a.pdf"), {})  # nothing known: not ours
+
+
+def test_quiet_for_reads_the_files_own_mtime() -> None:
+    now = 1_800_000_000.0
+    assert inbox.quiet_for(inbox.FileState(10, int((now - 5) * 1e9)), 2.0, now)
+    assert not inbox.quiet_for(inbox.FileState(10, int((now - 1) * 1e9)), 2.0, now)
+    assert not inbox.quiet_for(inbox.FileState(10, int((now + 60) * 1e9)), 2.0, now)  # in the future

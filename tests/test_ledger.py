@@ -335,3 +335,39 @@ def test_a_scan_alone_in_a_worker_killed_from_outside_is_not_blamed(settings, mo
         assert entry.state == "retry" and entry.attempts == 0 and "kill -9" in entry.last_reason
     finally:
         runs.stop()
+
+
+def test_a_scan_that_arrived_whole_is_handed_over_at_first_sight_a_fresh_one_waits(settings, monkeypatch) -> None:
+    """A scan moved in with its old modification time (a backlog copied with its times kept)
+    is complete when first seen on a local disk; one written just now, or one on a network
+    share whose server's clock may lag ours, must keep still for the settle time first."""
+    from flows.watch import InboxWatcher
+    from processors.archive import inbox
+
+    old = settings.inbox / "昔の台帳.png"
+    old.write_bytes(b"\x89PNG old")
+    long_ago = time.time() - 3600
+    os.utime(old, (long_ago, long_ago))
+    fresh = settings.inbox / "今の台帳.png"
+    fresh.write_bytes(b"\x89PNG new")
+    handed: list[Path] = []
+    watcher = InboxWatcher(settings, settle_seconds=30.0, submit=lambda p, d: handed.append(p) or True)
+    try:
+        watcher.scan()
+        assert handed == [old]
+        watcher.scan()
+        assert handed == [old]  # the fresh one is still settling (30 s)
+    finally:
+        watcher.close(wait=True)
+
+    on_share = settings.inbox / "共有の台帳.png"
+    on_share.write_bytes(b"\x89PNG share")
+    os.utime(on_share, (long_ago, long_ago))
+    monkeypatch.setattr(inbox, "mount_types", lambda: {"/": "nfs4"})
+    handed.clear()
+    watcher = InboxWatcher(settings, settle_seconds=30.0, submit=lambda p, d: handed.append(p) or True)
+    try:
+        watcher.scan()
+        assert on_share not in handed
+    finally:
+        watcher.close(wait=True)

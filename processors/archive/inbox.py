@@ -149,6 +149,65 @@ def scan(root: Path) -> list[Entry]:
     return found
 
 
+# File systems whose modification times come from this machine's own clock: a file on one
+# of them whose mtime is older than the settle time has not been written to for that long.
+# Network shares (nfs, cifs, sshfs and other fuse mounts) are not among them: the server
+# sets the time, and its clock may run behind ours.
+LOCAL_CLOCK_FILESYSTEMS = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "bcachefs", "tmpfs", "ramfs", "overlay",
+})
+
+
+def _unescape_mount_path(field: str) -> str:
+    """/proc/self/mountinfo writes space, tab, newline and backslash as octal escapes (\\040)."""
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_types(mountinfo: Path = Path("/proc/self/mountinfo")) -> dict[str, str]:
+    """Mount point -> file-system type, as the kernel lists them now ({} where there is no /proc)."""
+    try:
+        text = mountinfo.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            dash = fields.index("-")
+            found[_unescape_mount_path(fields[4])] = fields[dash + 1]
+        except (ValueError, IndexError):
+            continue
+    return found
+
+
+def clock_is_ours(path: Path, mounts: dict[str, str]) -> bool:
+    """Whether the path lies on a file system that takes its modification times from this machine.
+
+    The deepest mount point that contains the path decides (a department folder may be a
+    share mounted inside a local inbox). Unknown types count as not ours."""
+    target = os.path.abspath(path)
+    best = ""
+    for point in mounts:
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best = point
+    return mounts.get(best, "") in LOCAL_CLOCK_FILESYSTEMS
+
+
+def quiet_for(state: FileState, seconds: float, now_wall: float) -> bool:
+    """Whether the file's own mtime says nothing has written to it for `seconds` (and is not in the future)."""
+    age = now_wall - state.mtime_ns / 1e9
+    return seconds <= age
+
+
 def file_state(path: Path) -> FileState | None:
     """Size and modification time of the path itself (lstat: a link is not followed)."""
     try:
