@@ -250,23 +250,26 @@ async def submit_and_wait(docs: list[tuple[Path, str]], mode: str, batch_size: i
     ingest-batch runs of batch_size, each document still its own ingest-document subflow run)
     and wait until every submitted run is final. Returns seconds, runs, documents per run id."""
     from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
+
+    from flows.watch import DeploymentRuns  # what `kiroku watch --via-deployment` hands over with
 
     t0 = time.time()
     ids = []
     weight: dict[str, int] = {}
-    if mode == "document":
-        for path, dept in docs:
-            run = await run_deployment(DEPLOYMENT, timeout=0,
-                                       parameters={"path": str(path), "department": dept, "move_source": False})
-            ids.append(run.id)
-            weight[str(run.id)] = 1
-    else:
-        for paths, dept in batches(docs, batch_size):
-            run = await run_deployment(BATCH_DEPLOYMENT, timeout=0, parameters={
-                "paths": [str(p) for p in paths], "department": dept, "move_source": False})
-            ids.append(run.id)
-            weight[str(run.id)] = len(paths)
+    starter = DeploymentRuns(DEPLOYMENT if mode == "document" else BATCH_DEPLOYMENT)
+    try:
+        if mode == "document":
+            for path, dept in docs:
+                run = starter.start({"path": str(path), "department": dept, "move_source": False})
+                ids.append(run.id)
+                weight[str(run.id)] = 1
+        else:
+            for paths, dept in batches(docs, batch_size):
+                run = starter.start({"paths": [str(p) for p in paths], "department": dept, "move_source": False})
+                ids.append(run.id)
+                weight[str(run.id)] = len(paths)
+    finally:
+        starter.close()
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + timeout

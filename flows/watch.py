@@ -64,6 +64,7 @@ class InboxWatcher:
         self._pruned = float("-inf")
         self._queued: set[Path] = set()  # handed to this process's own pool and not finished yet
         self._queued_guard = threading.Lock()
+        self._deployment_runs: DeploymentRuns | None = None  # the scale-out hand-over's client
         if submit is not None:
             self.submit = submit
         elif use_deployment:
@@ -216,13 +217,12 @@ class InboxWatcher:
     # ------------------------------------------------------------------ handing over
 
     def _trigger_deployment(self, path: Path, department: str | None) -> bool:
-        from prefect.deployments import run_deployment
-
         shown = display_name(path.name)
         name = f"{department}/{shown}" if department else shown
+        if self._deployment_runs is None:
+            self._deployment_runs = DeploymentRuns(DEPLOYMENT)
         try:
-            run_deployment(DEPLOYMENT, parameters={"path": encode_path(path), "department": department},
-                           flow_run_name=name, timeout=0, as_subflow=False)
+            self._deployment_runs.start({"path": encode_path(path), "department": department}, name)
         except Exception as exc:  # noqa: BLE001 - the server may still be starting; try again next look
             log.warning("could not start a run for %s yet: %s", shown, exc)
             return False
@@ -267,6 +267,50 @@ class InboxWatcher:
         memory back must not first work through a queue of dozens."""
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self._deployment_runs is not None:
+            self._deployment_runs.close()
+
+
+class DeploymentRuns:
+    """Starts runs of one deployment for workers elsewhere to pick up: one Prefect client for
+    as long as the hand-over lasts, and the deployment looked up once.
+
+    Prefect's run_deployment opens a client per call (and asks for a CSRF token) and looks
+    the deployment up by name each time: two of about 22 requests to the server per one-page
+    document (bench/scale_out.py --count-requests). A deployment deployed again under the
+    same name (a new id) is looked up again when the old id is not found. Not shared between
+    threads."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._client = None
+        self._deployment_id = None
+
+    def start(self, parameters: dict, run_name: str | None = None):  # noqa: ANN201 - prefect FlowRun
+        """Create one flow run of the deployment (Scheduled, for a worker to take); returns it."""
+        from prefect import get_client
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        if self._client is None:
+            client = get_client(sync_client=True)
+            client.__enter__()
+            self._client = client
+        for attempt in (1, 2):
+            if self._deployment_id is None:
+                self._deployment_id = self._client.read_deployment_by_name(self.name).id
+            try:
+                return self._client.create_flow_run_from_deployment(self._deployment_id, parameters=parameters,
+                                                                    name=run_name)
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404 or attempt == 2:
+                    raise
+                self._deployment_id = None  # deployed again under its name: look it up once more
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.__exit__(None, None, None)
+            self._client = None
 
 
 def mark_run_crashed(flow_run_id: str | None, message: str) -> bool:

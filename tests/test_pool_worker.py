@@ -111,3 +111,58 @@ def test_a_warm_worker_asks_the_server_only_for_runs_it_could_start(tmp_path: Pa
             assert asyncio.run(polls()) == (5, 2, 1, 1)
     finally:
         services.down(settings, s3=False)
+
+
+@pytest.mark.slow
+def test_the_scale_out_hand_over_starts_named_runs_and_finds_a_deployment_deployed_again(tmp_path: Path) -> None:
+    """flows/watch.py DeploymentRuns against a real server: each start is one Scheduled run of the
+    deployment with the scan's name and parameters; after the deployment is deleted and deployed
+    again (a new id), the next start finds the new deployment by its name."""
+    import asyncio
+
+    from kiroku import services
+    from flows.watch import DeploymentRuns
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    settings = services.test_settings(tmp_path / "server")
+    services.up(settings, s3=False)
+
+    async def deploy() -> str:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        async with get_client() as client:
+            try:
+                await client.create_work_pool(WorkPoolCreate(name="kiroku-handover", type="process"))
+            except Exception:  # noqa: BLE001 - made by the first call
+                pass
+            flow_id = await client.create_flow_from_name("ingest-document")
+            return str(await client.create_deployment(flow_id=flow_id, name="kiroku", work_pool_name="kiroku-handover",
+                                                      entrypoint="flows/ingest.py:ingest_document"))
+
+    async def delete(deployment_id: str) -> None:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            await client.delete_deployment(deployment_id)
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: settings.prefect_url}):
+            first = asyncio.run(deploy())
+            runs = DeploymentRuns("ingest-document/kiroku")
+            try:
+                a = runs.start({"path": "/inbox/総務課/通知.pdf", "department": "総務課"}, "総務課/通知.pdf")
+                b = runs.start({"path": "/inbox/回答.png", "department": None}, "回答.png")
+                assert (a.name, b.name) == ("総務課/通知.pdf", "回答.png")
+                assert a.parameters == {"path": "/inbox/総務課/通知.pdf", "department": "総務課"}
+                assert str(a.deployment_id) == str(b.deployment_id) == first
+                assert a.state.is_scheduled() and b.state.is_scheduled()
+                asyncio.run(delete(first))
+                second = asyncio.run(deploy())
+                c = runs.start({"path": "/inbox/x.png", "department": None}, "x.png")
+                assert str(c.deployment_id) == second != first
+            finally:
+                runs.close()
+    finally:
+        services.down(settings, s3=False)
